@@ -1,0 +1,450 @@
+//! Stage 1 — parse: text → pest pairs, one top-level item at a time.
+//!
+//! Parsing item by item lets one run report a syntax error in every broken item of a file: after
+//! an error, parsing resumes at the next line that starts (in column 1) with a top-level keyword.
+//! Syntax errors are described in words for people: rule names never leak out.
+
+use pest::error::{ErrorVariant, InputLocation};
+use pest::iterators::Pair;
+use pest::Parser as _;
+
+use crate::ast::{FileId, Span};
+use crate::diagnostics::{Code, Diagnostic};
+
+#[derive(pest_derive::Parser)]
+#[grammar = "grammar/nudge.pest"]
+pub struct NudgeParser;
+
+/// How deeply parentheses and `not`s may nest. Real campaigns use a handful of levels; the limit
+/// keeps every recursive stage (pest, the Pratt parser, lowering, checking) far from the stack's end.
+pub const MAX_NESTING: usize = 100;
+
+/// One top-level item, with the byte offset its pair's positions are relative to.
+pub struct ParsedItem<'i> {
+    pub pair: Pair<'i, Rule>,
+    pub base: usize,
+}
+
+/// Parses a whole file into its top-level items, with a diagnostic for every syntax error.
+pub fn parse_items(file: FileId, text: &str) -> (Vec<ParsedItem<'_>>, Vec<Diagnostic>) {
+    if let Some(diagnostic) = check_nesting(file, text) {
+        return (Vec::new(), vec![diagnostic]);
+    }
+    let mut items = Vec::new();
+    let mut diagnostics = Vec::new();
+    let mut offset = 0;
+    while offset < text.len() {
+        let rest = &text[offset..];
+        if NudgeParser::parse(Rule::end_at, rest).is_ok() {
+            break;
+        }
+        match NudgeParser::parse(Rule::item_at, rest) {
+            Ok(mut pairs) => {
+                let pair = pairs.next().expect("item_at yields one item");
+                let end = offset + pair.as_span().end();
+                items.push(ParsedItem { pair, base: offset });
+                offset = end;
+            }
+            Err(error) => {
+                let position = offset + error_position(&error);
+                diagnostics.push(describe_error(file, text, offset, &error));
+                match next_item_start(text, position.max(offset + 1)) {
+                    Some(next) => offset = next,
+                    None => break,
+                }
+            }
+        }
+    }
+    (items, diagnostics)
+}
+
+fn error_position(error: &pest::error::Error<Rule>) -> usize {
+    match error.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((start, _)) => start,
+    }
+}
+
+const ITEM_KEYWORDS: [&str; 7] = [
+    "customer", "event", "channel", "segment", "campaign", "tag", "policy",
+];
+
+/// The start of the first line after `from` that begins with a top-level keyword.
+fn next_item_start(text: &str, from: usize) -> Option<usize> {
+    let mut line_start = text[from.min(text.len())..].find('\n')? + from + 1;
+    loop {
+        let line = &text[line_start..];
+        let starts_item = ITEM_KEYWORDS.iter().any(|k| {
+            line.starts_with(k) && !line[k.len()..].starts_with(is_word_char)
+        });
+        if starts_item {
+            return Some(line_start);
+        }
+        line_start += line.find('\n')? + 1;
+    }
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// Finds nesting deeper than [`MAX_NESTING`] with a cheap lexical scan, before any recursive stage
+/// sees the text. Counts open parentheses plus runs of `not` (each `not` is one level of the
+/// Pratt parser's recursion).
+fn check_nesting(file: FileId, text: &str) -> Option<Diagnostic> {
+    let bytes = text.as_bytes();
+    let mut open: Vec<usize> = Vec::new();
+    let (mut base, mut run) = (0usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let token_start = i;
+        i += 1;
+        match b {
+            b'"' => {
+                run = 0;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' => {
+                open.push(base);
+                base += run + 1;
+                run = 0;
+            }
+            b')' => {
+                base = open.pop().unwrap_or(0);
+                run = 0;
+            }
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ if b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80 => {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] >= 0x80)
+                {
+                    i += 1;
+                }
+                run = if &bytes[token_start..i] == b"not" { run + 1 } else { 0 };
+            }
+            _ => run = 0,
+        }
+        if base + run > MAX_NESTING {
+            let end = text[..i.min(text.len())].len();
+            return Some(
+                Diagnostic::new(
+                    Code::TooDeep,
+                    file,
+                    Span::new(token_start, end.max(token_start + 1).min(text.len())),
+                    format!("expression nested more than {MAX_NESTING} levels deep"),
+                )
+                .label("nested too deeply here")
+                .help("split the condition into named segments: `segment a = …`"),
+            );
+        }
+    }
+    None
+}
+
+// ───────────────────────── syntax errors for people ─────────────────────────
+
+fn describe_error(file: FileId, text: &str, base: usize, error: &pest::error::Error<Rule>) -> Diagnostic {
+    let position = base + error_position(error);
+    let positives = match &error.variant {
+        ErrorVariant::ParsingError { positives, .. } => positives.clone(),
+        ErrorVariant::CustomError { .. } => Vec::new(),
+    };
+    let mut expected = expected_phrases(&positives);
+    expected.extend(expected_punctuation(&text[base..]));
+    dedup_keep_order(&mut expected);
+
+    let (found, found_span) = found_token(text, position);
+    let message = if expected.is_empty() {
+        format!("unexpected {found}")
+    } else {
+        format!("expected {}, found {found}", join_or(&expected))
+    };
+    Diagnostic::new(Code::Syntax, file, found_span, message)
+        .label(label_for(&expected))
+        .maybe_help(syntax_help(text, found_span, &positives))
+}
+
+/// Literal punctuation the parser wanted at the error: pest reports these only with error detail
+/// on, which slows parsing, so the failing item is parsed a second time with it.
+fn expected_punctuation(item_text: &str) -> Vec<String> {
+    pest::set_error_detail(true);
+    let result = NudgeParser::parse(Rule::item_at, item_text);
+    pest::set_error_detail(false);
+    let Err(error) = result else { return Vec::new() };
+    let Some(attempts) = error.parse_attempts() else { return Vec::new() };
+    attempts
+        .expected_tokens()
+        .into_iter()
+        .map(|token| token.to_string())
+        .filter(|token| is_punctuation(token))
+        .map(|token| format!("`{token}`"))
+        .collect()
+}
+
+fn is_punctuation(token: &str) -> bool {
+    matches!(token, "{" | "}" | "(" | ")" | "[" | "]" | ":" | "," | ";" | "=")
+}
+
+/// The token at `position`, in backticks, and its span.
+fn found_token(text: &str, position: usize) -> (String, Span) {
+    let rest = &text[position.min(text.len())..];
+    let Some(first) = rest.chars().next() else {
+        return ("end of file".to_string(), Span::new(text.len(), text.len()));
+    };
+    let len = if first == '"' {
+        rest[1..].find(['"', '\n']).map_or(rest.len(), |i| {
+            i + 1 + usize::from(rest.as_bytes()[i + 1] == b'"')
+        })
+    } else if first == '\n' || first == '\r' {
+        return ("end of line".to_string(), Span::new(position, position + 1));
+    } else if is_word_char(first) {
+        rest.find(|c: char| !(is_word_char(c) || c == ':' || c == '%' || c == '.'))
+            .unwrap_or(rest.len())
+    } else {
+        let punct = |c: char| "=!<>".contains(c);
+        if punct(first) {
+            rest.find(|c: char| !punct(c)).unwrap_or(rest.len())
+        } else {
+            first.len_utf8()
+        }
+    };
+    let token = &rest[..len];
+    (format!("`{token}`"), Span::new(position, position + len))
+}
+
+fn label_for(expected: &[String]) -> String {
+    match expected {
+        [one] => format!("expected {one} here"),
+        _ => "unexpected here".to_string(),
+    }
+}
+
+fn syntax_help(text: &str, found: Span, positives: &[Rule]) -> Option<String> {
+    let token = &text[found.start..found.end];
+    if token == "=" {
+        return Some("to compare, write `==`".to_string());
+    }
+    if positives.contains(&Rule::ident) && is_reserved(token) {
+        return Some(format!(
+            "`{token}` is a reserved word of the language; choose another name"
+        ));
+    }
+    if positives.contains(&Rule::string) && token.chars().next().is_some_and(is_word_char) {
+        return Some(format!("put text in double quotes: `\"{token}\"`"));
+    }
+    None
+}
+
+fn is_reserved(word: &str) -> bool {
+    NudgeParser::parse(Rule::ident, word).is_err()
+        && NudgeParser::parse(Rule::word, word).is_ok_and(|mut p| {
+            p.next().is_some_and(|w| w.as_str() == word)
+        })
+}
+
+/// Groups of alternatives that read better summarised.
+const GROUPS: &[(&str, &[Rule])] = &[
+    (
+        "a declaration, `segment`, `campaign`, `tag` rule or `policy`",
+        &[Rule::kw_customer, Rule::kw_campaign, Rule::kw_segment, Rule::kw_policy],
+    ),
+    (
+        "a campaign clause such as `audience`, `trigger` or `send`",
+        &[Rule::kw_audience, Rule::kw_trigger, Rule::kw_send, Rule::kw_wait],
+    ),
+    (
+        "a condition such as `has tag \"…\"`, `did EVENT` or `customer.age >= 18`",
+        &[Rule::kw_has, Rule::kw_did],
+    ),
+    (
+        "a test such as `== \"x\"`, `in […]`, `is set` or `within last 7d`",
+        &[Rule::cmp_op, Rule::kw_in, Rule::kw_is, Rule::kw_within],
+    ),
+    (
+        "a value such as `\"text\"`, `42`, `30m` or `2026-03-01`",
+        &[Rule::datetime, Rule::number, Rule::string, Rule::duration],
+    ),
+];
+
+/// Which rules each group stands for (everything that may appear alongside its markers).
+fn group_members(markers: &[Rule]) -> &'static [Rule] {
+    match markers[0] {
+        Rule::kw_customer => &[
+            Rule::kw_customer, Rule::kw_event, Rule::kw_channel, Rule::kw_segment,
+            Rule::kw_campaign, Rule::kw_tag, Rule::kw_policy,
+        ],
+        Rule::kw_audience => &[
+            Rule::kw_status, Rule::kw_timezone, Rule::kw_start, Rule::kw_end, Rule::kw_audience,
+            Rule::kw_exclude, Rule::kw_trigger, Rule::kw_wait, Rule::kw_quiet, Rule::kw_pace,
+            Rule::kw_cap, Rule::kw_rate, Rule::kw_send, Rule::kw_fallback, Rule::shorthand_channel,
+            Rule::kw_add, Rule::kw_remove, Rule::kw_split,
+        ],
+        Rule::kw_has => &[
+            Rule::kw_not, Rule::paren, Rule::has_tag, Rule::kw_has, Rule::did, Rule::kw_did,
+            Rule::bool_lit, Rule::subject_test, Rule::attr_path, Rule::ident, Rule::kw_customer,
+        ],
+        Rule::cmp_op => &[
+            Rule::cmp_op, Rule::kw_in, Rule::kw_not, Rule::kw_contains, Rule::kw_is,
+            Rule::kw_within, Rule::kw_since, Rule::kw_between,
+        ],
+        _ => &[
+            Rule::datetime, Rule::time_of_day, Rule::duration, Rule::percent, Rule::number,
+            Rule::string, Rule::bool_lit,
+        ],
+    }
+}
+
+fn expected_phrases(positives: &[Rule]) -> Vec<String> {
+    let mut rules: Vec<Rule> = positives.to_vec();
+    let mut phrases = Vec::new();
+    for (phrase, markers) in GROUPS {
+        if markers.iter().all(|m| rules.contains(m)) {
+            let members = group_members(markers);
+            rules.retain(|r| !members.contains(r));
+            phrases.push(phrase.to_string());
+        }
+    }
+    phrases.extend(rules.iter().filter_map(|r| rule_phrase(*r)));
+    phrases
+}
+
+/// How a grammar rule is named to people; `None` for rules that never need naming.
+fn rule_phrase(rule: Rule) -> Option<String> {
+    let text = match rule {
+        Rule::ident | Rule::word | Rule::field_name => "a name",
+        Rule::type_name => "a type (`text`, `number`, `bool`, `time`, `duration` or `zone`)",
+        Rule::string | Rule::cron_schedule => "a quoted text such as `\"…\"`",
+        Rule::string_close => "a closing `\"`",
+        Rule::integer => "a whole number",
+        Rule::number => "a number",
+        Rule::percent => "a percentage such as `40%`",
+        Rule::duration => "a duration such as `30m`, `2h` or `7d`",
+        Rule::time_of_day | Rule::wait_until => "a time of day such as `10:00`",
+        Rule::datetime => "a date such as `2026-03-01` or `2026-03-01 09:00`",
+        Rule::cmp_op => "a comparison such as `==` or `>=`",
+        Rule::bool_lit => "`true` or `false`",
+        Rule::status_value => "`draft`, `active` or `paused`",
+        Rule::rate_unit => "`second`, `minute`, `hour` or `day`",
+        Rule::day_name | Rule::day_schedule => "a day such as `day`, `weekday` or `monday`",
+        Rule::tag_change => "`added` or `removed`",
+        Rule::content_key | Rule::content_part | Rule::content => {
+            "message content such as `\"…\"` or `text \"…\"`"
+        }
+        Rule::employee_order => "`last_added`, `first_added` or a list such as `[\"alice\"]`",
+        Rule::shorthand_channel => "`task` or `moments`",
+        Rule::attr_path | Rule::channel_to => "an attribute such as `customer.phone`",
+        Rule::list | Rule::string_list => "a list such as `[\"a\", \"b\"]`",
+        Rule::end_at | Rule::EOI => "end of file",
+        Rule::expr | Rule::where_expr | Rule::paren | Rule::where_paren => "a condition",
+        Rule::has_tag => "`has tag`",
+        Rule::did => "`did`",
+        Rule::did_not => "`not`",
+        Rule::count | Rule::count_mode => "`at least`, `at most` or `exactly`",
+        Rule::times_word => "`times`",
+        Rule::occurrence => "`after N times` or `every N times`",
+        Rule::unless => "`unless`",
+        Rule::for_after => "`for`",
+        Rule::where_clause => "`where`",
+        Rule::within_last => "`within last`",
+        Rule::since => "`since`",
+        Rule::between => "`between`",
+        Rule::compare => "a comparison such as `==` or `>=`",
+        Rule::in_list | Rule::not_in_list => "`in`",
+        Rule::contains => "`contains`",
+        Rule::is_set | Rule::is_not_set => "`is set`",
+        Rule::subject_test | Rule::property_test => "a condition",
+        Rule::by_employee => "`by employee`",
+        Rule::assign => "`assign`",
+        Rule::optional_mark => "`?`",
+        Rule::channel_kind => "`kind`",
+        Rule::channel_reachable => "`reachable`",
+        Rule::split_arm => "a share such as `50% \"A\": send …`",
+        Rule::delivery => "a channel such as `sms`",
+        _ => return keyword_phrase(rule),
+    };
+    Some(text.to_string())
+}
+
+/// `kw_send` → "`send`"; clause rules are named by their keyword.
+fn keyword_phrase(rule: Rule) -> Option<String> {
+    let name = format!("{rule:?}");
+    if let Some(word) = name.strip_prefix("kw_") {
+        return Some(format!("`{word}`"));
+    }
+    for suffix in ["_clause", "_decl"] {
+        if let Some(word) = name.strip_suffix(suffix) {
+            return Some(format!("`{}`", word.split('_').next().unwrap_or(word)));
+        }
+    }
+    match rule {
+        Rule::campaign => Some("`campaign`".into()),
+        Rule::tag_rule => Some("`tag`".into()),
+        Rule::policy => Some("`policy`".into()),
+        Rule::trigger_at => Some("`at`".into()),
+        Rule::trigger_every => Some("`every`".into()),
+        Rule::trigger_on | Rule::trigger_tag => Some("`on`".into()),
+        Rule::shorthand_send => Some("`task` or `moments`".into()),
+        _ => None,
+    }
+}
+
+fn dedup_keep_order(items: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    items.retain(|item| seen.insert(item.clone()));
+}
+
+/// "a, b or c"
+pub fn join_or(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deep_parentheses_are_refused_before_parsing() {
+        let text = format!("segment s = {}true{}", "(".repeat(100_000), ")".repeat(100_000));
+        let (items, diagnostics) = parse_items(0, &text);
+        assert!(items.is_empty());
+        assert_eq!(diagnostics[0].code, Code::TooDeep);
+    }
+
+    #[test]
+    fn long_runs_of_not_are_refused() {
+        let text = format!("segment s = {} true", "not ".repeat(100_000));
+        let (_, diagnostics) = parse_items(0, &text);
+        assert_eq!(diagnostics[0].code, Code::TooDeep);
+    }
+
+    #[test]
+    fn moderate_nesting_and_many_siblings_are_fine() {
+        let siblings = vec!["(not true)"; 1000].join(" and ");
+        let nested = format!("{}true{}", "(not ".repeat(40), ")".repeat(40));
+        let text = format!("segment a = {siblings}\nsegment b = {nested}\n");
+        let (items, diagnostics) = parse_items(0, &text);
+        assert!(diagnostics.is_empty(), "{diagnostics:?}");
+        assert_eq!(items.len(), 2);
+    }
+
+    #[test]
+    fn recovers_at_the_next_item() {
+        let text = "segment a = has tag\nsegment b = has tag \"x\"\ncampaign \"c\" {\n  audience b b\n}\nsegment d = true\n";
+        let (items, diagnostics) = parse_items(0, text);
+        assert_eq!(diagnostics.len(), 2, "{diagnostics:?}");
+        assert_eq!(items.len(), 2);
+    }
+}
