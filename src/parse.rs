@@ -153,14 +153,25 @@ fn check_nesting(file: FileId, text: &str) -> Option<Diagnostic> {
 // ───────────────────────── syntax errors for people ─────────────────────────
 
 fn describe_error(file: FileId, text: &str, base: usize, error: &pest::error::Error<Rule>) -> Diagnostic {
-    let position = base + error_position(error);
+    let rule_position = base + error_position(error);
     let positives = match &error.variant {
         ErrorVariant::ParsingError { positives, .. } => positives.clone(),
         ErrorVariant::CustomError { .. } => Vec::new(),
     };
-    let mut expected = expected_phrases(&positives);
-    expected.extend(expected_punctuation(&text[base..]));
-    dedup_keep_order(&mut expected);
+    // Literal tokens such as `{` are not rules, so pest's own position stops at the last rule
+    // that failed; the detailed attempts know when the parser got further on punctuation.
+    let (punctuation_position, punctuation) = expected_punctuation(&text[base..]);
+    let punctuation_position = base + punctuation_position;
+    let (position, mut expected) = if punctuation_position > rule_position && !punctuation.is_empty() {
+        (punctuation_position, punctuation)
+    } else {
+        let mut expected = expected_phrases(&positives);
+        if punctuation_position == rule_position {
+            expected.extend(punctuation);
+        }
+        (rule_position, expected)
+    };
+    expected = order_phrases(expected);
 
     let (found, found_span) = found_token(text, position);
     let message = if expected.is_empty() {
@@ -173,25 +184,35 @@ fn describe_error(file: FileId, text: &str, base: usize, error: &pest::error::Er
         .maybe_help(syntax_help(text, found_span, &positives))
 }
 
-/// Literal punctuation the parser wanted at the error: pest reports these only with error detail
-/// on, which slows parsing, so the failing item is parsed a second time with it.
-fn expected_punctuation(item_text: &str) -> Vec<String> {
+/// Literal punctuation the parser wanted, and where: pest reports these only with error detail
+/// on, which slows parsing, so only a failing item is parsed a second time with it.
+fn expected_punctuation(item_text: &str) -> (usize, Vec<String>) {
     pest::set_error_detail(true);
     let result = NudgeParser::parse(Rule::item_at, item_text);
     pest::set_error_detail(false);
-    let Err(error) = result else { return Vec::new() };
-    let Some(attempts) = error.parse_attempts() else { return Vec::new() };
-    attempts
+    let attempts = result.err().and_then(|e| e.parse_attempts());
+    let Some(attempts) = attempts else { return (0, Vec::new()) };
+    let tokens = attempts
         .expected_tokens()
         .into_iter()
         .map(|token| token.to_string())
         .filter(|token| is_punctuation(token))
         .map(|token| format!("`{token}`"))
-        .collect()
+        .collect();
+    (attempts.max_position, tokens)
 }
 
 fn is_punctuation(token: &str) -> bool {
-    matches!(token, "{" | "}" | "(" | ")" | "[" | "]" | ":" | "," | ";" | "=")
+    matches!(token, "{" | "}" | "(" | ")" | "[" | "]" | ":" | "," | ";" | "=" | "." | "?")
+}
+
+/// Local expectations first (what could continue the current clause), then the broad ones.
+fn order_phrases(mut phrases: Vec<String>) -> Vec<String> {
+    dedup_keep_order(&mut phrases);
+    let broad = |p: &String| p.starts_with("a campaign clause") || p.starts_with("a declaration");
+    let (last, mut first): (Vec<String>, Vec<String>) = phrases.into_iter().partition(broad);
+    first.extend(last);
+    first
 }
 
 /// The token at `position`, in backticks, and its span.
