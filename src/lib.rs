@@ -11,6 +11,7 @@ pub mod cli;
 pub mod diagnostics;
 pub mod lower;
 pub mod parse;
+pub mod print;
 pub mod project;
 pub mod schedule;
 pub mod source;

@@ -71,7 +71,11 @@ const ITEM_KEYWORDS: [&str; 7] = [
 
 /// The start of the first line after `from` that begins with a top-level keyword.
 fn next_item_start(text: &str, from: usize) -> Option<usize> {
-    let mut line_start = text[from.min(text.len())..].find('\n')? + from + 1;
+    let mut from = from.min(text.len());
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let mut line_start = text[from..].find('\n')? + from + 1;
     loop {
         let line = &text[line_start..];
         let starts_item = ITEM_KEYWORDS.iter().any(|k| {
