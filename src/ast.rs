@@ -52,6 +52,9 @@ pub struct Str {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Module {
     pub items: Vec<Item>,
+    /// Items that did not parse, by keyword and name (`segment`, `high_intent`): the checker
+    /// knows they exist, so their users are not also told the name is unknown.
+    pub unparsed: Vec<(String, Option<String>)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

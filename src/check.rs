@@ -82,6 +82,8 @@ pub fn check(modules: &[(FileId, Module)], options: &CheckOptions) -> Vec<Diagno
         schema: Schema::default(),
         segment_exprs: HashMap::new(),
         used_segments: HashSet::new(),
+        broken: HashSet::new(),
+        zone: Tz::UTC,
         file: 0,
         options,
     };
@@ -100,6 +102,8 @@ pub fn schema(modules: &[(FileId, Module)]) -> Schema {
         schema: Schema::default(),
         segment_exprs: HashMap::new(),
         used_segments: HashSet::new(),
+        broken: HashSet::new(),
+        zone: Tz::UTC,
         file: 0,
         options: &options,
     };
@@ -112,6 +116,11 @@ struct Checker<'a> {
     schema: Schema,
     segment_exprs: HashMap<&'a str, (FileId, &'a SegmentDecl)>,
     used_segments: HashSet<String>,
+    /// Names of items that exist but could not be read (syntax errors, unknown channel kinds):
+    /// their users are not also told the name is unknown. Keyed by item keyword.
+    broken: HashSet<(&'static str, String)>,
+    /// The time zone of dates written without an offset in the item being checked.
+    zone: Tz,
     /// The file whose items are being checked.
     file: FileId,
     options: &'a CheckOptions,
@@ -175,6 +184,16 @@ impl<'a> Checker<'a> {
         let mut policy: Option<(FileId, Span)> = None;
         for (file, module) in modules {
             self.file = *file;
+            for (keyword, name) in &module.unparsed {
+                let keyword = match keyword.as_str() {
+                    "segment" => "segment",
+                    "event" => "event",
+                    "channel" => "channel",
+                    "customer" => "customer",
+                    _ => continue,
+                };
+                self.broken.insert((keyword, name.clone().unwrap_or_default()));
+            }
             for item in &module.items {
                 match item {
                     Item::Customer(decl) => {
@@ -311,6 +330,7 @@ impl<'a> Checker<'a> {
                  name one with `kind`: `channel vip_sms kind sms { … }`"
                     .to_string()
             });
+            self.broken.insert(("channel", name.clone()));
             let d = self
                 .new_diag(
                     Code::UnknownChannelKind,
@@ -343,6 +363,7 @@ impl<'a> Checker<'a> {
         for (file, module) in modules {
             self.file = *file;
             for item in &module.items {
+                self.zone = self.schema.default_timezone.unwrap_or(Tz::UTC);
                 match item {
                     Item::Customer(_) | Item::Event(_) => {}
                     Item::Channel(decl) => self.check_channel(decl),
@@ -404,7 +425,7 @@ impl<'a> Checker<'a> {
             self.check_timezone(tz);
         }
         if let Some(cap) = &policy.cap {
-            self.check_nonzero(cap.count, "a cap of 0 sends nothing; remove the campaign instead");
+            self.check_nonzero(cap.count, "`cap 0` blocks every delivery", "a cap counts from 1, e.g. `cap 3 per customer per 1d`");
         }
         if let Some(quiet) = &policy.quiet {
             self.check_quiet(quiet);
@@ -430,10 +451,11 @@ impl<'a> Checker<'a> {
         None
     }
 
-    fn check_nonzero(&mut self, count: Count, help: &str) {
+    /// `message` says what the zero does, quoting the user's clause: "`pace 0` lets nothing through".
+    fn check_nonzero(&mut self, count: Count, message: &str, help: &str) {
         if count.value == 0 {
             let d = self
-                .new_diag(Code::ZeroCount, count.span, "this count must be at least 1")
+                .new_diag(Code::ZeroCount, count.span, message)
                 .label("zero")
                 .help(help);
             self.push(d);
@@ -478,6 +500,7 @@ impl<'a> Checker<'a> {
             .and_then(|tz| self.check_timezone(tz))
             .or(self.schema.default_timezone)
             .unwrap_or(Tz::UTC);
+        self.zone = zone;
         self.check_start_end(c, zone);
         match &c.audience {
             Some(audience) => self.check_expr(audience, Scope::Customer),
@@ -490,9 +513,7 @@ impl<'a> Checker<'a> {
                     )
                     .label("no `audience`")
                     .help("add `audience …`, or `audience true` to target everyone on purpose");
-                if !matches!(&c.audience, Some(_)) {
-                    self.push(d);
-                }
+                self.push(d);
             }
         }
         if let Some(exclude) = &c.exclude {
@@ -517,13 +538,13 @@ impl<'a> Checker<'a> {
             self.check_quiet(quiet);
         }
         if let Some(pace) = &c.pace {
-            self.check_nonzero(pace.count, "write how many deliveries a customer may get per period, e.g. `pace 1 per 1h`");
+            self.check_nonzero(pace.count, "`pace 0` lets nothing through", "write how many deliveries a customer may get per period, e.g. `pace 1 per 1h`");
         }
         if let Some(cap) = &c.cap {
-            self.check_nonzero(cap.count, "a cap of 0 sends nothing; set the campaign's `status draft` instead");
+            self.check_nonzero(cap.count, "`cap 0` blocks every delivery", "to stop a campaign, set `status paused`");
         }
         if let Some(rate) = &c.rate {
-            self.check_nonzero(rate.count, "write how many deliveries may go out, e.g. `rate 600 per minute`");
+            self.check_nonzero(rate.count, "`rate 0` sends nothing", "write how many deliveries may go out, e.g. `rate 600 per minute`");
         }
         if c.actions.is_empty() {
             let d = self
@@ -597,7 +618,11 @@ impl<'a> Checker<'a> {
                     self.check_expr(filter, Scope::Event(&event.name));
                 }
                 if let Some(occurrence) = occurrence {
-                    self.check_nonzero(occurrence.n, "count from 1: `after 3 times`");
+                    let message = match occurrence.mode {
+                        OccurrenceMode::After => "`after 0 times` fires before anything happened",
+                        OccurrenceMode::Every => "`every 0 times` never fires",
+                    };
+                    self.check_nonzero(occurrence.n, message, "count from 1: `after 3 times`");
                 }
                 if let Some(unless) = unless {
                     if self.check_event(&unless.event) {
@@ -634,6 +659,9 @@ impl<'a> Checker<'a> {
         if self.schema.events.contains_key(&event.name) {
             return true;
         }
+        if self.broken.contains(&("event", event.name.clone())) {
+            return false;
+        }
         let candidates: Vec<&str> = self.schema.events.keys().map(String::as_str).collect();
         let help = did_you_mean(&event.name, candidates)
             .unwrap_or_else(|| format!("declare it: `event {} {{ … }}`", event.name));
@@ -664,7 +692,7 @@ impl<'a> Checker<'a> {
         for arm in &split.arms {
             if arm.share.value <= 0.0 {
                 let d = self
-                    .new_diag(Code::ZeroCount, arm.share.span, "a split share must be more than 0%")
+                    .new_diag(Code::ZeroCount, arm.share.span, "a 0% share reaches nobody")
                     .label("zero")
                     .help("remove this arm, or give it a share");
                 self.push(d);
@@ -694,11 +722,25 @@ impl<'a> Checker<'a> {
 
     fn check_delivery(&mut self, delivery: &Delivery, template_event: &TemplateEvent<'_>) {
         let name = &delivery.channel.name;
+        if self.broken.contains(&("channel", name.clone())) {
+            return;
+        }
         let Some(channel) = self.schema.channel(name) else {
             let mut candidates: Vec<&str> = self.schema.channels.keys().map(String::as_str).collect();
             candidates.extend(ChannelKind::ALL.iter().map(|(n, _)| *n));
-            let help = did_you_mean(name, candidates).unwrap_or_else(|| {
-                format!("declare it: `channel {name} kind sms {{ to customer.phone }}`")
+            let help = did_you_mean(name, candidates.iter().copied()).unwrap_or_else(|| {
+                let kind = guess_kind(&delivery.content);
+                let address = kind.default_address().unwrap_or("phone");
+                let declared: Vec<String> = self.schema.channels.keys().map(|c| format!("`{c}`")).collect();
+                let known = if declared.is_empty() {
+                    String::new()
+                } else {
+                    format!("the declared channels are {}; or ", declared.join(", "))
+                };
+                format!(
+                    "{known}declare it: `channel {name} kind {} {{ to customer.{address} }}`",
+                    kind.name()
+                )
             });
             let d = self
                 .new_diag(Code::UnknownChannel, delivery.channel.span, format!("unknown channel `{name}`"))
@@ -722,76 +764,14 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// One error per message whose parts do not fit its channel: the first problem, where it is,
+    /// and how the message is written.
     fn check_content(&mut self, delivery: &Delivery, kind: ChannelKind) {
-        use ContentKey::*;
-        let content = &delivery.content;
-        let (lead, required, allowed): (bool, &[ContentKey], &[ContentKey]) = match kind {
-            ChannelKind::Sms | ChannelKind::Task => (true, &[], &[]),
-            ChannelKind::Email => (false, &[Subject, Body], &[Subject, Body]),
-            ChannelKind::Push => (false, &[Title, Body], &[Title, Body]),
-            ChannelKind::Wecom | ChannelKind::Moments => (false, &[], &[Text, Image, Video, Link, Title]),
-        };
-        let example = content_example(kind);
-        let kind_name = kind.name();
-        if let Some(lead_text) = &content.lead {
-            let lead_as_text = matches!(kind, ChannelKind::Wecom | ChannelKind::Moments)
-                && content.part(Text).is_none();
-            if !lead && !lead_as_text {
-                let d = self
-                    .new_diag(Code::WrongContent, lead_text.span, format!("{} message needs named parts", article_kind(kind)))
-                    .label("which part is this?")
-                    .help(format!("write it as: `{example}`"));
-                self.push(d);
-            }
-        } else if lead {
+        if let Some((span, message)) = content_problem(delivery, kind) {
             let d = self
-                .new_diag(Code::WrongContent, delivery.channel.span, format!("{} needs its text", article_kind(kind)))
-                .label("no text")
-                .help(format!("write it as: `{example}`"));
-            self.push(d);
-        }
-        let mut seen: HashSet<ContentKey> = HashSet::new();
-        let mut previous: Option<ContentKey> = None;
-        for part in &content.parts {
-            let key = part.key;
-            let misplaced_title = matches!(kind, ChannelKind::Wecom | ChannelKind::Moments)
-                && key == Title
-                && previous != Some(Link);
-            if !allowed.contains(&key) || misplaced_title {
-                let message = if misplaced_title {
-                    "`title` names a link: put it right after `link \"…\"`".to_string()
-                } else {
-                    format!("`{}` is not part of {} message", key.name(), article_kind(kind))
-                };
-                let d = self
-                    .new_diag(Code::WrongContent, part.key_span, message)
-                    .label(format!("not for {kind_name}"))
-                    .help(format!("write it as: `{example}`"));
-                self.push(d);
-            } else if !seen.insert(key) {
-                let d = self
-                    .new_diag(Code::DuplicateClause, part.key_span, format!("`{}` is given twice", key.name()))
-                    .label("second one")
-                    .help(format!("keep one `{}`", key.name()));
-                self.push(d);
-            }
-            previous = Some(key);
-        }
-        for key in required {
-            if !seen.contains(key) {
-                let d = self
-                    .new_diag(Code::WrongContent, delivery.channel.span, format!("{} needs a `{}`", article_kind(kind), key.name()))
-                    .label(format!("no `{}`", key.name()))
-                    .help(format!("write it as: `{example}`"));
-                self.push(d);
-            }
-        }
-        let social = matches!(kind, ChannelKind::Wecom | ChannelKind::Moments);
-        if social && content.lead.is_none() && content.parts.is_empty() {
-            let d = self
-                .new_diag(Code::WrongContent, delivery.channel.span, format!("{} has no content", article_kind(kind)))
-                .label("nothing to send")
-                .help(format!("write it as: `{example}`"));
+                .new_diag(Code::WrongContent, span, message)
+                .label(format!("not how {} is written", article_kind(kind)))
+                .help(format!("write it as: `{}`", content_example(kind)));
             self.push(d);
         }
     }
@@ -886,10 +866,7 @@ impl<'a> Checker<'a> {
         match root {
             "customer" if self.schema.attributes.contains_key(name) => {}
             "customer" => {
-                let candidates: Vec<&str> = self.schema.attributes.keys().map(String::as_str).collect();
-                let help = did_you_mean(name, candidates)
-                    .map(|h| h.replace('`', "").replace("did you mean ", "did you mean `customer.").replace('?', "`?"))
-                    .unwrap_or_else(|| format!("declare it: `customer {{ {name}: text }}`"));
+                let help = self.attribute_help(name);
                 let d = self
                     .new_diag(Code::UnknownVariable, span, format!("unknown attribute `customer.{name}`"))
                     .label("not a declared attribute")
@@ -908,10 +885,7 @@ impl<'a> Checker<'a> {
                 TemplateEvent::Event(event) => {
                     let fields = &self.schema.events[*event].fields;
                     if !fields.contains_key(name) {
-                        let candidates: Vec<&str> = fields.keys().map(String::as_str).collect();
-                        let help = did_you_mean(name, candidates)
-                            .map(|h| h.replace("did you mean `", "did you mean `event."))
-                            .unwrap_or_else(|| format!("event `{event}` has no property `{name}`"));
+                        let help = property_help(event, fields, name, "event.");
                         let d = self
                             .new_diag(Code::UnknownVariable, span, format!("unknown property `event.{name}`"))
                             .label(format!("not a property of `{event}`"))
@@ -955,7 +929,7 @@ impl<'a> Checker<'a> {
         }
         if let Some(count) = &did.count {
             if count.mode == CountMode::AtLeast && count.n.value == 0 {
-                self.check_nonzero(count.n, "`at least 0 times` is always true: count from 1");
+                self.check_nonzero(count.n, "`at least 0 times` is always true", "count from 1, or remove the condition");
             }
         }
         if let Some(window) = &did.window {
@@ -965,7 +939,7 @@ impl<'a> Checker<'a> {
 
     fn check_window(&mut self, window: &Window) {
         if let Window::Between(from, to) = window {
-            if instant(&to.value, Tz::UTC) <= instant(&from.value, Tz::UTC) {
+            if instant(&to.value, self.zone) <= instant(&from.value, self.zone) {
                 let d = self
                     .new_diag(Code::EmptyWindow, from.span.to(to.span), "this window ends before it starts")
                     .label("empty window")
@@ -980,7 +954,9 @@ impl<'a> Checker<'a> {
         match scope {
             Scope::Customer => {
                 self.used_segments.insert(name.name.clone());
-                if self.schema.segments.contains_key(&name.name) {
+                if self.schema.segments.contains_key(&name.name)
+                    || self.broken.contains(&("segment", name.name.clone()))
+                {
                     return;
                 }
                 let candidates: Vec<&str> = self.schema.segments.keys().map(String::as_str).collect();
@@ -1017,15 +993,7 @@ impl<'a> Checker<'a> {
         if let Some(field) = fields.get(&name.name) {
             return Some(field.clone());
         }
-        let candidates: Vec<&str> = fields.keys().map(String::as_str).collect();
-        let help = did_you_mean(&name.name, candidates).unwrap_or_else(|| {
-            if fields.is_empty() {
-                format!("event `{event}` has no properties")
-            } else {
-                let names: Vec<String> = fields.keys().map(|k| format!("`{k}`")).collect();
-                format!("`{event}` has {}", crate::parse::join_or(&names).replacen(" or ", " and ", 1))
-            }
-        });
+        let help = property_help(event, fields, &name.name, "");
         let d = self
             .new_diag(Code::UnknownProperty, name.span, format!("event `{event}` has no property `{}`", name.name))
             .label("not a property of this event")
@@ -1039,15 +1007,24 @@ impl<'a> Checker<'a> {
         if let Some(field) = self.schema.attributes.get(&attr.name.name) {
             return Some(field.clone());
         }
-        let candidates: Vec<&str> = self.schema.attributes.keys().map(String::as_str).collect();
-        let help = did_you_mean(&attr.name.name, candidates)
-            .unwrap_or_else(|| format!("declare it: `customer {{ {}: text }}`", attr.name.name));
+        if self.broken.iter().any(|(keyword, _)| *keyword == "customer") {
+            return None;
+        }
+        let help = self.attribute_help(&attr.name.name);
         let d = self
             .new_diag(Code::UnknownAttribute, attr.name.span, format!("unknown attribute `customer.{}`", attr.name.name))
             .label("not declared in `customer { … }`")
             .help(help);
         self.push(d);
         None
+    }
+
+    fn attribute_help(&self, name: &str) -> String {
+        let candidates = self.schema.attributes.keys().map(String::as_str);
+        match crate::diagnostics::closest(name, candidates) {
+            Some(close) => format!("did you mean `customer.{close}`?"),
+            None => format!("declare it: `customer {{ {name}: text }}`"),
+        }
     }
 
     fn check_time_attr(&mut self, attr: &AttrPath) {
@@ -1098,8 +1075,9 @@ impl<'a> Checker<'a> {
             TestKind::Compare(op, literal) => {
                 let orderable = matches!(field.ty, Type::Number | Type::Time | Type::Duration);
                 if !matches!(op, CmpOp::Eq | CmpOp::Ne) && !orderable {
+                    let op_span = Span::new(test.span.start, test.span.start + op.symbol().len());
                     let d = self
-                        .new_diag(Code::TypeMismatch, test.span, format!("`{}` does not apply to {}", op.symbol(), field.ty.name()))
+                        .new_diag(Code::TypeMismatch, op_span, format!("`{}` does not apply to {}", op.symbol(), field.ty.name()))
                         .label(format!("{} has no order", field.ty.name()))
                         .help("use `==`, `!=`, `in […]` or `contains`");
                     self.push(d);
@@ -1259,6 +1237,78 @@ impl<'a> Checker<'a> {
             })
             .collect();
         self.diagnostics.extend(diagnostics);
+    }
+}
+
+/// "did you mean `amount`?", else which properties the event has.
+fn property_help(event: &str, fields: &BTreeMap<String, Field>, name: &str, prefix: &str) -> String {
+    if let Some(close) = crate::diagnostics::closest(name, fields.keys().map(String::as_str)) {
+        return format!("did you mean `{prefix}{close}`?");
+    }
+    let names: Vec<String> = fields.keys().map(|k| format!("`{prefix}{k}`")).collect();
+    match names.as_slice() {
+        [] => format!("event `{event}` has no properties"),
+        [one] => format!("`{event}` has only {one}"),
+        [init @ .., last] => format!("`{event}` has {} and {last}", init.join(", ")),
+    }
+}
+
+/// The first way a message's parts do not fit its channel's kind.
+fn content_problem(delivery: &Delivery, kind: ChannelKind) -> Option<(Span, String)> {
+    use ContentKey::*;
+    let content = &delivery.content;
+    let social = matches!(kind, ChannelKind::Wecom | ChannelKind::Moments);
+    let (takes_lead, required, allowed): (bool, &[ContentKey], &[ContentKey]) = match kind {
+        ChannelKind::Sms | ChannelKind::Task => (true, &[], &[]),
+        ChannelKind::Email => (false, &[Subject, Body], &[Subject, Body]),
+        ChannelKind::Push => (false, &[Title, Body], &[Title, Body]),
+        // A leading text is the post's text when no `text` part is given.
+        ChannelKind::Wecom | ChannelKind::Moments => (content.part(Text).is_none(), &[], &[Text, Image, Video, Link, Title]),
+    };
+    let what = article_kind(kind);
+    let mut seen: Vec<ContentKey> = Vec::new();
+    for (i, part) in content.parts.iter().enumerate() {
+        let after_link = i > 0 && content.parts[i - 1].key == Link;
+        if !allowed.contains(&part.key) {
+            return Some((part.key_span, format!("`{}` is not part of {what}", part.key.name())));
+        }
+        if social && part.key == Title && !after_link {
+            return Some((part.key_span, "`title` names a link: put it right after `link \"…\"`".into()));
+        }
+        if seen.contains(&part.key) {
+            return Some((part.key_span, format!("`{}` is given twice", part.key.name())));
+        }
+        seen.push(part.key);
+    }
+    match (&content.lead, takes_lead) {
+        (Some(lead), false) => return Some((lead.span, format!("{what} needs named parts"))),
+        (None, true) if !social => return Some((delivery.channel.span, format!("{what} needs its text"))),
+        _ => {}
+    }
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|k| !seen.contains(k))
+        .map(|k| format!("`{}`", k.name()))
+        .collect();
+    if !missing.is_empty() {
+        return Some((delivery.channel.span, format!("{what} needs {}", missing.join(" and "))));
+    }
+    if social && content.lead.is_none() && content.parts.is_empty() {
+        return Some((delivery.channel.span, format!("{what} has no content")));
+    }
+    None
+}
+
+/// The channel kind a message's parts suggest, for "declare it" help.
+fn guess_kind(content: &Content) -> ChannelKind {
+    if content.part(ContentKey::Subject).is_some() {
+        ChannelKind::Email
+    } else if content.part(ContentKey::Title).is_some() && content.part(ContentKey::Body).is_some() {
+        ChannelKind::Push
+    } else if !content.parts.is_empty() {
+        ChannelKind::Wecom
+    } else {
+        ChannelKind::Sms
     }
 }
 

@@ -255,11 +255,15 @@ pub struct Style {
 
 /// Renders one diagnostic as miette draws it.
 pub fn render(sources: &SourceMap, diagnostic: &Diagnostic, style: Style) -> String {
-    let theme = if style.color {
+    let mut theme = if style.color {
         miette::GraphicalTheme::unicode()
     } else {
         miette::GraphicalTheme::unicode_nocolor()
     };
+    // Words, not only symbols: "error: unknown event `purchse`".
+    theme.characters.error = "error:".into();
+    theme.characters.warning = "warning:".into();
+    theme.characters.advice = "note:".into();
     let handler = miette::GraphicalReportHandler::new_themed(theme)
         .with_width(style.width)
         .with_links(false);
@@ -417,12 +421,14 @@ impl miette::SourceCode for NamedText<'_> {
             .text
             .as_str()
             .read_span(span, context_lines_before, context_lines_after)?;
+        // miette counts columns in bytes; people (and our JSON) count characters.
+        let (_, column) = self.0.line_col(inner.span().offset());
         Ok(Box::new(miette::MietteSpanContents::new_named(
             self.0.path.clone(),
             inner.data(),
             *inner.span(),
             inner.line(),
-            inner.column(),
+            column - 1,
             inner.line_count(),
         )))
     }

@@ -23,9 +23,14 @@ use diagnostics::Diagnostic;
 /// Parses and lowers one file. The module holds every item that parsed; the diagnostics are the
 /// file's syntax and literal errors. `None` only when nothing in the file could be read.
 pub fn parse(file: FileId, text: &str) -> (Option<Module>, Vec<Diagnostic>) {
-    let (items, mut diagnostics) = parse::parse_items(file, text);
-    let nothing_parsed = items.is_empty() && !diagnostics.is_empty();
-    let (module, lower_diagnostics) = lower::lower_items(file, items);
+    let parse::ParsedFile {
+        items,
+        unparsed,
+        mut diagnostics,
+    } = parse::parse_items(file, text);
+    let nothing_parsed = items.is_empty() && unparsed.is_empty() && !diagnostics.is_empty();
+    let (mut module, lower_diagnostics) = lower::lower_items(file, items);
+    module.unparsed = unparsed;
     diagnostics.extend(lower_diagnostics);
     ((!nothing_parsed).then_some(module), diagnostics)
 }

@@ -15,6 +15,9 @@ use crate::ast::*;
 use crate::diagnostics::{did_you_mean, Code, Diagnostic};
 use crate::parse::{ParsedItem, Rule};
 
+/// The largest count the language accepts (`pace N`, `at least N times`): anything larger is a typo.
+pub const MAX_COUNT: u64 = 1_000_000_000;
+
 /// The longest duration the language accepts: anything longer is a typo.
 pub const MAX_DURATION_SECONDS: i64 = 100 * 365 * 86_400;
 
@@ -60,9 +63,12 @@ fn is_keyword(rule: Rule) -> bool {
 }
 
 impl Lower<'_> {
+    /// The pair's span without the whitespace and comments pest may include at its end, so
+    /// labels underline exactly the text.
     fn span(&self, pair: &P<'_>) -> Span {
         let s = pair.as_span();
-        Span::new(self.base + s.start(), self.base + s.end())
+        let start = self.base + s.start();
+        Span::new(start, start + trimmed_len(pair.as_str()))
     }
 
     fn report(&mut self, code: Code, span: Span, message: impl Into<String>) -> &mut Diagnostic {
@@ -140,9 +146,12 @@ impl Lower<'_> {
             }),
             None => {
                 let name_span = self.span(&name_pair);
-                let help = did_you_mean(name, Type::ALL.iter().map(|(n, _)| *n)).unwrap_or_else(
-                    || "the types are `text`, `number`, `bool`, `time`, `duration` and `zone`".into(),
-                );
+                let help = type_alias(name)
+                    .map(|t| format!("did you mean `{t}`?"))
+                    .or_else(|| did_you_mean(name, Type::ALL.iter().map(|(n, _)| *n)))
+                    .unwrap_or_else(|| {
+                        "the types are `text`, `number`, `bool`, `time`, `duration` and `zone`".into()
+                    });
                 let d = self.report(Code::UnknownType, name_span, format!("unknown type `{name}`"));
                 d.primary.text = "not a type".into();
                 d.help = Some(help);
@@ -167,15 +176,15 @@ impl Lower<'_> {
             let part_span = self.span(&part);
             match part.as_rule() {
                 Rule::channel_kind => {
-                    self.once(&mut seen, "kind", part_span);
+                    self.once(&mut seen, "kind", keyword_span(part_span, "kind"));
                     decl.kind = parts(part).next().map(|p| self.ident(p));
                 }
                 Rule::channel_to => {
-                    self.once(&mut seen, "to", part_span);
+                    self.once(&mut seen, "to", keyword_span(part_span, "to"));
                     decl.to = parts(part).next().map(|p| self.attr_path(p));
                 }
                 Rule::channel_reachable => {
-                    self.once(&mut seen, "reachable", part_span);
+                    self.once(&mut seen, "reachable", keyword_span(part_span, "reachable"));
                     decl.reachable = parts(part).next().map(|p| self.expr(p));
                 }
                 _ => {}
@@ -214,15 +223,15 @@ impl Lower<'_> {
             let span = self.span(&clause);
             match clause.as_rule() {
                 Rule::timezone_clause => {
-                    self.once(&mut seen, "timezone", span);
+                    self.once(&mut seen, "timezone", keyword_span(span, "timezone"));
                     policy.timezone = parts(clause).next().map(|p| self.string(p));
                 }
                 Rule::cap_clause => {
-                    self.once(&mut seen, "cap", span);
+                    self.once(&mut seen, "cap", keyword_span(span, "cap"));
                     policy.cap = self.cap(clause);
                 }
                 Rule::quiet_clause => {
-                    self.once(&mut seen, "quiet", span);
+                    self.once(&mut seen, "quiet", keyword_span(span, "quiet"));
                     policy.quiet = self.quiet(clause);
                 }
                 _ => {}
@@ -257,7 +266,7 @@ impl Lower<'_> {
             let span = self.span(&clause);
             let rule = clause.as_rule();
             if let Some(name) = setting_name(rule) {
-                self.once(&mut seen, name, span);
+                self.once(&mut seen, name, keyword_span(span, name));
             }
             match rule {
                 Rule::status_clause => {
@@ -324,6 +333,11 @@ impl Lower<'_> {
                         );
                         d.primary.text = "no `send` right before this".into();
                         d.help = Some("put the `fallback` directly after the `send` it backs up".into());
+                        // Still an action: the campaign is not also reported as doing nothing.
+                        actions.push(Action::Send(Send {
+                            primary: delivery,
+                            fallbacks: Vec::new(),
+                        }));
                     }
                 }
             }
@@ -392,7 +406,7 @@ impl Lower<'_> {
             let option_span = self.span(&option);
             match option.as_rule() {
                 Rule::by_employee => {
-                    self.once(&mut seen, "by employee", option_span);
+                    self.once(&mut seen, "by employee", keyword_span(option_span, "by"));
                     let choice = parts(option).next()?;
                     let rule = match choice.as_str() {
                         "last_added" => EmployeeRule::LastAdded,
@@ -405,7 +419,7 @@ impl Lower<'_> {
                     });
                 }
                 Rule::assign => {
-                    self.once(&mut seen, "assign", option_span);
+                    self.once(&mut seen, "assign", keyword_span(option_span, "assign"));
                     let employees = parts(option).next().map(|l| self.string_list(l));
                     delivery.assign = Some(Assign {
                         employees: employees.unwrap_or_default(),
@@ -462,7 +476,14 @@ impl Lower<'_> {
         let rule = pair.as_rule();
         let mut inner = parts(pair);
         let kind = match rule {
-            Rule::trigger_at => TriggerKind::At(self.datetime(inner.next()?)?),
+            // An impossible date is reported; the campaign still has its trigger.
+            Rule::trigger_at => TriggerKind::At(self.datetime(inner.next()?).unwrap_or(Spanned {
+                value: DateTimeValue {
+                    local: NaiveDateTime::default(),
+                    offset: None,
+                },
+                span,
+            })),
             Rule::trigger_every => {
                 let schedule_pair = inner.next()?;
                 let schedule = if schedule_pair.as_rule() == Rule::cron_schedule {
@@ -840,16 +861,18 @@ impl Lower<'_> {
 
     fn integer(&mut self, pair: P<'_>) -> Count {
         let span = self.span(&pair);
-        let value = pair.as_str().parse::<u64>().unwrap_or_else(|_| {
+        let value = pair.as_str().parse::<u64>().ok().filter(|n| *n <= MAX_COUNT);
+        let value = value.unwrap_or_else(|| {
             let d = Diagnostic::new(
                 Code::NumberTooLarge,
                 self.file,
                 span,
                 format!("`{}` is too large", pair.as_str()),
             )
-            .label("too large");
+            .label("too large to be meant")
+            .help("counts go up to 1000000000");
             self.diagnostics.push(d);
-            u64::MAX
+            MAX_COUNT
         });
         Spanned { value, span }
     }
@@ -928,6 +951,34 @@ impl Lower<'_> {
 #[derive(Default)]
 struct Seen(HashMap<&'static str, Span>);
 
+/// The length of `text` without trailing whitespace and `#` comments.
+fn trimmed_len(text: &str) -> usize {
+    let mut end = text.trim_end().len();
+    loop {
+        let line_start = text[..end].rfind('\n').map_or(0, |i| i + 1);
+        match comment_start(&text[line_start..end]) {
+            Some(at) => end = text[..line_start + at].trim_end().len(),
+            None => return end,
+        }
+    }
+}
+
+/// Where a `#` comment starts on a line, outside string literals.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '#' if !in_string => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The name of a campaign clause that may be given only once (actions may repeat).
 fn setting_name(rule: Rule) -> Option<&'static str> {
     Some(match rule {
@@ -945,6 +996,24 @@ fn setting_name(rule: Rule) -> Option<&'static str> {
         Rule::rate_clause => "rate",
         _ => return None,
     })
+}
+
+/// Nudge's name for a type other languages call differently.
+fn type_alias(name: &str) -> Option<&'static str> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "string" | "str" | "varchar" => "text",
+        "int" | "integer" | "float" | "double" | "decimal" | "money" => "number",
+        "boolean" => "bool",
+        "date" | "datetime" | "timestamp" | "instant" => "time",
+        "interval" | "period" => "duration",
+        "timezone" | "tz" | "time_zone" => "zone",
+        _ => return None,
+    })
+}
+
+/// The span of a clause's leading keyword.
+fn keyword_span(clause: Span, keyword: &str) -> Span {
+    Span::new(clause.start, (clause.start + keyword.len()).min(clause.end))
 }
 
 fn day_set(name: &str) -> DayOfWeekSet {

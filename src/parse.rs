@@ -25,13 +25,25 @@ pub struct ParsedItem<'i> {
     pub base: usize,
 }
 
+/// A file's parsed items, the keyword and name of each item that did not parse, and the errors.
+pub struct ParsedFile<'i> {
+    pub items: Vec<ParsedItem<'i>>,
+    pub unparsed: Vec<(String, Option<String>)>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
 /// Parses a whole file into its top-level items, with a diagnostic for every syntax error.
-pub fn parse_items(file: FileId, text: &str) -> (Vec<ParsedItem<'_>>, Vec<Diagnostic>) {
+pub fn parse_items(file: FileId, text: &str) -> ParsedFile<'_> {
+    let mut parsed = ParsedFile {
+        items: Vec::new(),
+        unparsed: Vec::new(),
+        diagnostics: Vec::new(),
+    };
     if let Some(diagnostic) = check_nesting(file, text) {
-        return (Vec::new(), vec![diagnostic]);
+        parsed.diagnostics.push(diagnostic);
+        return parsed;
     }
-    let mut items = Vec::new();
-    let mut diagnostics = Vec::new();
+    let ParsedFile { items, unparsed, diagnostics } = &mut parsed;
     let mut offset = 0;
     while offset < text.len() {
         let rest = &text[offset..];
@@ -46,16 +58,44 @@ pub fn parse_items(file: FileId, text: &str) -> (Vec<ParsedItem<'_>>, Vec<Diagno
                 offset = end;
             }
             Err(error) => {
-                let position = offset + error_position(&error);
-                diagnostics.push(describe_error(file, text, offset, &error));
-                match next_item_start(text, position.max(offset + 1)) {
+                unparsed.extend(item_name(rest));
+                let diagnostic = describe_error(file, text, offset, &error);
+                let position = diagnostic.primary.span.start;
+                diagnostics.push(diagnostic);
+                // A `campaign` in column 1 where a `}` was expected starts the next item.
+                let resume = if position > offset && starts_item(text, position) {
+                    Some(position)
+                } else {
+                    next_item_start(text, position.max(offset + 1))
+                };
+                match resume {
                     Some(next) => offset = next,
                     None => break,
                 }
             }
         }
     }
-    (items, diagnostics)
+    parsed
+}
+
+/// The keyword and name at the start of an item that failed to parse.
+fn item_name(text: &str) -> Option<(String, Option<String>)> {
+    let mut words = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(str::split_whitespace);
+    let keyword = words.next()?;
+    if !ITEM_KEYWORDS.contains(&keyword) {
+        return None;
+    }
+    let name = words.next().map(|w| {
+        w.trim_matches('"')
+            .split(|c: char| !is_word_char(c) && c != '-')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    });
+    Some((keyword.to_string(), name.filter(|n| !n.is_empty())))
 }
 
 fn error_position(error: &pest::error::Error<Rule>) -> usize {
@@ -77,15 +117,21 @@ fn next_item_start(text: &str, from: usize) -> Option<usize> {
     }
     let mut line_start = text[from..].find('\n')? + from + 1;
     loop {
-        let line = &text[line_start..];
-        let starts_item = ITEM_KEYWORDS.iter().any(|k| {
-            line.starts_with(k) && !line[k.len()..].starts_with(is_word_char)
-        });
-        if starts_item {
+        if starts_item(text, line_start) {
             return Some(line_start);
         }
-        line_start += line.find('\n')? + 1;
+        line_start += text[line_start..].find('\n')? + 1;
     }
+}
+
+/// Whether a top-level keyword stands at `at`, in column 1.
+fn starts_item(text: &str, at: usize) -> bool {
+    let line = &text[at..];
+    let column_one = at == 0 || text.as_bytes()[at - 1] == b'\n';
+    column_one
+        && ITEM_KEYWORDS
+            .iter()
+            .any(|k| line.starts_with(k) && !line[k.len()..].starts_with(is_word_char))
 }
 
 fn is_word_char(c: char) -> bool {
@@ -163,10 +209,13 @@ fn describe_error(file: FileId, text: &str, base: usize, error: &pest::error::Er
         ErrorVariant::CustomError { .. } => Vec::new(),
     };
     // Literal tokens such as `{` are not rules, so pest's own position stops at the last rule
-    // that failed; the detailed attempts know when the parser got further on punctuation.
+    // that failed; the detailed attempts know when the parser got further on punctuation
+    // (but not when it only got further inside one token, as in `18岁`).
     let (punctuation_position, punctuation) = expected_punctuation(&text[base..]);
     let punctuation_position = base + punctuation_position;
-    let (position, mut expected) = if punctuation_position > rule_position && !punctuation.is_empty() {
+    let (_, token_at_rule) = found_token(text, rule_position);
+    let further = punctuation_position >= token_at_rule.end.max(rule_position + 1);
+    let (position, mut expected) = if further && !punctuation.is_empty() {
         (punctuation_position, punctuation)
     } else {
         let mut expected = expected_phrases(&positives);
@@ -176,16 +225,63 @@ fn describe_error(file: FileId, text: &str, base: usize, error: &pest::error::Er
         (rule_position, expected)
     };
     expected = order_phrases(expected);
+    name_what_is_expected(&mut expected, previous_word(text, position));
 
     let (found, found_span) = found_token(text, position);
+    let token = &text[found_span.start..found_span.end];
+    if positives.contains(&Rule::string_close) && position == rule_position {
+        return unclosed_string(file, text, position);
+    }
+    if token == "=" && positives.contains(&Rule::cmp_op) {
+        expected = vec!["a comparison such as `==`".to_string()];
+    }
     let message = if expected.is_empty() {
         format!("unexpected {found}")
     } else {
         format!("expected {}, found {found}", join_or(&expected))
     };
+    let help = syntax_help(text, found_span, &positives, &expected);
     Diagnostic::new(Code::Syntax, file, found_span, message)
         .label(label_for(&expected))
-        .maybe_help(syntax_help(text, found_span, &positives))
+        .maybe_help(help)
+}
+
+fn unclosed_string(file: FileId, text: &str, position: usize) -> Diagnostic {
+    let line_start = text[..position].rfind('\n').map_or(0, |i| i + 1);
+    let open = text[line_start..position]
+        .char_indices()
+        .filter(|(i, c)| *c == '"' && !text[line_start..line_start + i].ends_with('\\'))
+        .map(|(i, _)| line_start + i)
+        .last()
+        .unwrap_or(position);
+    Diagnostic::new(Code::Syntax, file, Span::new(open, open + 1), "this text is not closed")
+        .label("opened here")
+        .help("end it with `\"` on the same line; write a line break as `\\n`")
+}
+
+/// The word just before `position`, skipping whitespace.
+fn previous_word(text: &str, position: usize) -> &str {
+    let before = text[..position].trim_end();
+    let start = before
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !is_word_char(*c))
+        .map_or(0, |(i, c)| i + c.len_utf8());
+    &before[start..]
+}
+
+/// "a name" says more as "a channel such as `sms`" after `send`.
+fn name_what_is_expected(expected: &mut [String], previous: &str) {
+    let specific = match previous {
+        "send" | "fallback" => "a channel such as `sms` or `email`",
+        "on" | "did" | "unless" | "not" | "event" => "an event name",
+        "segment" => "a segment name",
+        "channel" => "a channel name",
+        _ => return,
+    };
+    for phrase in expected.iter_mut().filter(|p| *p == "a name") {
+        *phrase = specific.to_string();
+    }
 }
 
 /// Literal punctuation the parser wanted, and where: pest reports these only with error detail
@@ -253,21 +349,66 @@ fn label_for(expected: &[String]) -> String {
     }
 }
 
-fn syntax_help(text: &str, found: Span, positives: &[Rule]) -> Option<String> {
+fn syntax_help(text: &str, found: Span, positives: &[Rule], expected: &[String]) -> Option<String> {
     let token = &text[found.start..found.end];
+    let first = token.chars().next()?;
     if token == "=" {
         return Some("to compare, write `==`".to_string());
     }
-    if positives.contains(&Rule::ident) && is_reserved(token) {
+    if "'‘’“”「」".contains(first) {
+        return Some("write text in straight double quotes: `\"…\"`".to_string());
+    }
+    if is_reserved(token) && (positives.contains(&Rule::ident) || expected.iter().any(|e| e.contains("name"))) {
         return Some(format!(
             "`{token}` is a reserved word of the language; choose another name"
         ));
     }
-    if positives.contains(&Rule::string) && token.chars().next().is_some_and(is_word_char) {
+    let digits = token.chars().take_while(char::is_ascii_digit).count();
+    if digits > 0 && digits < token.chars().count() && !token.contains([':', '%', '.']) {
+        return Some(format!(
+            "numbers are written without units: `{}`; durations use `s`, `m`, `h`, `d` or `w`",
+            &token[..digits]
+        ));
+    }
+    if let Some(keyword) = crate::diagnostics::closest(token, expected_keywords(positives).iter().copied()) {
+        return Some(format!("did you mean `{keyword}`?"));
+    }
+    if positives.contains(&Rule::string) && is_word_char(first) {
         return Some(format!("put text in double quotes: `\"{token}\"`"));
+    }
+    if expected.iter().any(|e| e == "`}`") && starts_item(text, found.start) {
+        return Some("is a `}` missing before this line?".to_string());
     }
     None
 }
+
+/// The keywords the parser would have accepted, including those of summarised groups.
+fn expected_keywords(positives: &[Rule]) -> Vec<&'static str> {
+    let mut rules: Vec<Rule> = positives.to_vec();
+    for (_, markers) in GROUPS {
+        if markers.iter().all(|m| positives.contains(m)) {
+            rules.extend_from_slice(group_members(markers));
+        }
+    }
+    rules
+        .into_iter()
+        .filter_map(|r| KEYWORDS.iter().find(|(rule, _)| *rule == r).map(|(_, word)| *word))
+        .collect()
+}
+
+const KEYWORDS: &[(Rule, &str)] = &[
+    (Rule::kw_customer, "customer"), (Rule::kw_event, "event"), (Rule::kw_channel, "channel"),
+    (Rule::kw_segment, "segment"), (Rule::kw_campaign, "campaign"), (Rule::kw_tag, "tag"),
+    (Rule::kw_policy, "policy"), (Rule::kw_status, "status"), (Rule::kw_timezone, "timezone"),
+    (Rule::kw_start, "start"), (Rule::kw_end, "end"), (Rule::kw_audience, "audience"),
+    (Rule::kw_exclude, "exclude"), (Rule::kw_trigger, "trigger"), (Rule::kw_wait, "wait"),
+    (Rule::kw_quiet, "quiet"), (Rule::kw_pace, "pace"), (Rule::kw_cap, "cap"),
+    (Rule::kw_rate, "rate"), (Rule::kw_send, "send"), (Rule::kw_fallback, "fallback"),
+    (Rule::kw_add, "add"), (Rule::kw_remove, "remove"), (Rule::kw_split, "split"),
+    (Rule::kw_within, "within"), (Rule::kw_where, "where"), (Rule::kw_unless, "unless"),
+    (Rule::kw_between, "between"), (Rule::kw_since, "since"), (Rule::kw_contains, "contains"),
+    (Rule::kw_every, "every"), (Rule::kw_after, "after"), (Rule::kw_until, "until"),
+];
 
 fn is_reserved(word: &str) -> bool {
     NudgeParser::parse(Rule::ident, word).is_err()
@@ -387,7 +528,7 @@ fn rule_phrase(rule: Rule) -> Option<String> {
         Rule::contains => "`contains`",
         Rule::is_set | Rule::is_not_set => "`is set`",
         Rule::subject_test | Rule::property_test => "a condition",
-        Rule::by_employee => "`by employee`",
+        Rule::by_employee | Rule::kw_by => "`by employee`",
         Rule::assign => "`assign`",
         Rule::optional_mark => "`?`",
         Rule::channel_kind => "`kind`",
@@ -443,16 +584,15 @@ mod tests {
     #[test]
     fn deep_parentheses_are_refused_before_parsing() {
         let text = format!("segment s = {}true{}", "(".repeat(100_000), ")".repeat(100_000));
-        let (items, diagnostics) = parse_items(0, &text);
-        assert!(items.is_empty());
-        assert_eq!(diagnostics[0].code, Code::TooDeep);
+        let parsed = parse_items(0, &text);
+        assert!(parsed.items.is_empty());
+        assert_eq!(parsed.diagnostics[0].code, Code::TooDeep);
     }
 
     #[test]
     fn long_runs_of_not_are_refused() {
         let text = format!("segment s = {} true", "not ".repeat(100_000));
-        let (_, diagnostics) = parse_items(0, &text);
-        assert_eq!(diagnostics[0].code, Code::TooDeep);
+        assert_eq!(parse_items(0, &text).diagnostics[0].code, Code::TooDeep);
     }
 
     #[test]
@@ -460,16 +600,17 @@ mod tests {
         let siblings = vec!["(not true)"; 1000].join(" and ");
         let nested = format!("{}true{}", "(not ".repeat(40), ")".repeat(40));
         let text = format!("segment a = {siblings}\nsegment b = {nested}\n");
-        let (items, diagnostics) = parse_items(0, &text);
-        assert!(diagnostics.is_empty(), "{diagnostics:?}");
-        assert_eq!(items.len(), 2);
+        let parsed = parse_items(0, &text);
+        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
+        assert_eq!(parsed.items.len(), 2);
     }
 
     #[test]
     fn recovers_at_the_next_item() {
         let text = "segment a = has tag\nsegment b = has tag \"x\"\ncampaign \"c\" {\n  audience b b\n}\nsegment d = true\n";
-        let (items, diagnostics) = parse_items(0, text);
-        assert_eq!(diagnostics.len(), 2, "{diagnostics:?}");
-        assert_eq!(items.len(), 2);
+        let parsed = parse_items(0, text);
+        assert_eq!(parsed.diagnostics.len(), 2, "{:?}", parsed.diagnostics);
+        assert_eq!(parsed.items.len(), 2);
+        assert_eq!(parsed.unparsed[0], ("segment".to_string(), Some("a".to_string())));
     }
 }

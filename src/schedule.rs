@@ -31,6 +31,15 @@ impl CronSchedule {
             }
         };
         let [minute, hour, day, month, weekday] = [rest[0], rest[1], rest[2], rest[3], rest[4]];
+        for (field, name, low, high) in [
+            (seconds, "second", 0, 59),
+            (minute, "minute", 0, 59),
+            (hour, "hour", 0, 23),
+            (day, "day of the month", 1, 31),
+            (month, "month", 1, 12),
+        ] {
+            check_range(field, name, low, high)?;
+        }
         let weekday = translate_weekdays(weekday)?;
         let any = |f: &str| f == "*" || f == "?";
         let variants: Vec<(&str, &str)> = if !any(day) && !any(&weekday) {
@@ -46,7 +55,10 @@ impl CronSchedule {
                     expr.push(' ');
                     expr.push_str(year);
                 }
-                cron::Schedule::from_str(&expr).map_err(|e| lowercase_first(&e.to_string()))
+                // The crate's message draws its own (translated) expression; keep only the reason.
+                cron::Schedule::from_str(&expr).map_err(|e| {
+                    lowercase_first(e.to_string().lines().last().unwrap_or("invalid schedule").trim())
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(CronSchedule { schedules })
@@ -59,6 +71,27 @@ impl CronSchedule {
             .filter_map(|s| s.after(after).next())
             .min()
     }
+}
+
+/// Numbers in a field (`5`, `1-5`, `*/15`, `1,15`) must be in range; names are left to the crate.
+fn check_range(field: &str, name: &str, low: u32, high: u32) -> Result<(), String> {
+    for item in field.split(',') {
+        let (range, step) = item.split_once('/').unwrap_or((item, "1"));
+        if step.parse::<u32>().map_or(true, |s| s == 0) {
+            return Err(format!("`{step}` is not a step in the {name} field `{field}`"));
+        }
+        for number in range.split('-') {
+            if number == "*" || number == "?" || number.chars().any(|c| c.is_ascii_alphabetic()) {
+                continue;
+            }
+            match number.parse::<u32>() {
+                Ok(n) if (low..=high).contains(&n) => {}
+                Ok(n) => return Err(format!("{name} `{n}` is out of range ({low}–{high})")),
+                Err(_) => return Err(format!("`{number}` is not a number in the {name} field `{field}`")),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn lowercase_first(text: &str) -> String {
@@ -168,7 +201,9 @@ mod tests {
     fn errors_are_readable() {
         assert!(CronSchedule::parse("0 10 * *").unwrap_err().contains("5 fields"));
         assert!(CronSchedule::parse("0 10 * * 8").unwrap_err().contains("out of range"));
-        assert!(CronSchedule::parse("61 10 * * *").is_err());
+        assert_eq!(CronSchedule::parse("61 10 * * *").unwrap_err(), "minute `61` is out of range (0–59)");
+        assert_eq!(CronSchedule::parse("0 25 * * *").unwrap_err(), "hour `25` is out of range (0–23)");
+        assert!(CronSchedule::parse("0 23 * * *").is_ok());
         assert!(CronSchedule::parse("0 0 10 * * * 2027").is_ok());
     }
 }
