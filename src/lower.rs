@@ -1061,7 +1061,8 @@ pub fn duration_seconds(text: &str) -> Option<i64> {
 /// Parses the forms the grammar accepts: `2026-03-01`, `2026-03-01 09:00[:ss]`,
 /// `2026-03-01T09:00[:ss]` with an optional `Z` or `±hh[:]mm` offset.
 pub fn parse_datetime(text: &str) -> Result<DateTimeValue, &'static str> {
-    let date = NaiveDate::parse_from_str(&text[..10], "%Y-%m-%d").map_err(|_| "a date")?;
+    let date = text.get(..10).ok_or("a date")?;
+    let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|_| "a date")?;
     let rest = &text[10..];
     if rest.is_empty() {
         return Ok(DateTimeValue {
@@ -1069,29 +1070,39 @@ pub fn parse_datetime(text: &str) -> Result<DateTimeValue, &'static str> {
             offset: None,
         });
     }
-    let rest = &rest[1..];
+    let rest = rest.strip_prefix([' ', 'T']).ok_or("a date-time")?;
     let time_len = if rest.as_bytes().get(5) == Some(&b':') { 8 } else { 5 };
-    let time_text = &rest[..time_len.min(rest.len())];
+    let time_text = rest.get(..time_len).ok_or("a time of day")?;
     let format = if time_len == 8 { "%H:%M:%S" } else { "%H:%M" };
     let time = NaiveTime::parse_from_str(time_text, format).map_err(|_| "a time of day")?;
-    let offset = match &rest[time_text.len()..] {
+    let offset = match &rest[time_len..] {
         "" => None,
         "Z" => Some(FixedOffset::east_opt(0).expect("zero offset")),
-        zone => {
-            let sign = if zone.starts_with('-') { -1 } else { 1 };
-            let digits: String = zone[1..].chars().filter(char::is_ascii_digit).collect();
-            let hours: i32 = digits[..2].parse().map_err(|_| "an offset")?;
-            let minutes: i32 = digits[2..].parse().map_err(|_| "an offset")?;
-            if hours > 23 || minutes > 59 {
-                return Err("a valid offset");
-            }
-            Some(FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60)).ok_or("an offset")?)
-        }
+        zone => Some(parse_offset(zone).ok_or("a valid offset")?),
     };
     Ok(DateTimeValue {
         local: NaiveDateTime::new(date, time),
         offset,
     })
+}
+
+/// `+08:00`, `-0500`
+fn parse_offset(text: &str) -> Option<FixedOffset> {
+    let sign = match text.chars().next()? {
+        '+' => 1,
+        '-' => -1,
+        _ => return None,
+    };
+    let digits: String = text[1..].chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let hours: i32 = digits[..2].parse().ok()?;
+    let minutes: i32 = digits[2..].parse().ok()?;
+    if hours > 23 || minutes > 59 {
+        return None;
+    }
+    FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
 }
 
 #[cfg(test)]
@@ -1119,5 +1130,8 @@ mod tests {
         assert_eq!(utc.local.to_string(), "2026-03-01 09:00:30");
         assert!(parse_datetime("2026-02-30").is_err());
         assert!(parse_datetime("2026-03-01 25:00").is_err());
+        for junk in ["yesterday", "", "2026-03-01X", "2026-03-01 9", "2026-03-01 09:00+99:00", "2026-03-01 09:00城"] {
+            assert!(parse_datetime(junk).is_err(), "{junk}");
+        }
     }
 }

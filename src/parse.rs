@@ -232,6 +232,9 @@ fn describe_error(file: FileId, text: &str, base: usize, error: &pest::error::Er
     if positives.contains(&Rule::string_close) && position == rule_position {
         return unclosed_string(file, text, position);
     }
+    if expected.iter().any(|e| e == "`}`") && starts_item(text, found_span.start) {
+        expected = vec!["`}`".to_string()];
+    }
     if token == "=" && positives.contains(&Rule::cmp_op) {
         expected = vec!["a comparison such as `==`".to_string()];
     }

@@ -56,6 +56,11 @@ proptest! {
     }
 
     #[test]
+    fn arbitrary_instants_never_panic(text in "\\PC{0,30}|[0-9: T+Z-]{0,30}") {
+        let _ = nudge::cli::parse_instant(&text);
+    }
+
+    #[test]
     fn mutated_rules_never_panic(
         edits in prop::collection::vec((any::<prop::sample::Index>(), 0usize..20, prop::sample::select(FRAGMENTS)), 1..6)
     ) {

@@ -1,0 +1,111 @@
+//! `nudge check` as a user runs it: exit codes, output formats, paths.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn nudge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn scratch(name: &str, files: &[(&str, &[u8])]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("nudge-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+const NOW: &str = "--now=2026-11-21T00:00:00Z";
+
+#[test]
+fn the_example_rules_check_clean() {
+    let output = nudge(&["check", "rules", NOW]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert_eq!(stdout(&output), "checked 7 files: no problems\n");
+    let json: serde_json::Value = serde_json::from_slice(&nudge(&["check", "rules", NOW, "--format", "json"]).stdout).unwrap();
+    assert_eq!(json, serde_json::json!({"diagnostics": [], "errors": 0, "warnings": 0}));
+}
+
+#[test]
+fn errors_exit_1_and_every_file_is_reported() {
+    let dir = scratch("errors", &[
+        ("a.nudge", b"event purchase { amount: number }\nsegment s = did purchse\n"),
+        ("sub/b.nudge", b"segment t = did purchase where amont > 1\n"),
+        ("ignored.txt", b"not a rule file"),
+    ]);
+    let output = nudge(&["check", dir.to_str().unwrap(), NOW, "--format", "json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let codes: Vec<&str> = json["diagnostics"].as_array().unwrap().iter().map(|d| d["code"].as_str().unwrap()).collect();
+    assert!(codes.contains(&"nudge::unknown-event") && codes.contains(&"nudge::unknown-property"), "{codes:?}");
+    let first = json["diagnostics"].as_array().unwrap().iter().find(|d| d["code"] == "nudge::unknown-event").unwrap();
+    assert!(first["file"].as_str().unwrap().ends_with("a.nudge"));
+    assert_eq!((first["line"].as_u64(), first["column"].as_u64()), (Some(2), Some(17)));
+    assert_eq!((first["end_line"].as_u64(), first["end_column"].as_u64()), (Some(2), Some(24)));
+    assert_eq!(first["message"], "unknown event `purchse`");
+    assert_eq!(first["help"], "did you mean `purchase`?");
+    assert_eq!(json["errors"], 2);
+}
+
+#[test]
+fn warnings_pass_unless_denied() {
+    let dir = scratch("warnings", &[("a.nudge", b"segment unused = true\n")]);
+    let path = dir.to_str().unwrap();
+    assert_eq!(nudge(&["check", path, NOW]).status.code(), Some(0));
+    let denied = nudge(&["check", path, NOW, "--deny-warnings"]);
+    assert_eq!(denied.status.code(), Some(1));
+    assert!(stdout(&denied).contains("warning: segment `unused` is never used"));
+    assert!(stdout(&denied).ends_with("checked 1 file: 0 errors, 1 warning\n"));
+}
+
+#[test]
+fn human_output_has_no_colour_with_no_color() {
+    let dir = scratch("colour", &[("a.nudge", b"segment s = did nothing\n")]);
+    let text = stdout(&nudge(&["check", dir.to_str().unwrap()]));
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(text.contains("nudge::unknown-event"));
+}
+
+#[test]
+fn invalid_utf8_is_an_error_naming_the_file() {
+    let dir = scratch("utf8", &[("bad.nudge", b"segment s = has tag \"\xff\"\n")]);
+    let output = nudge(&["check", dir.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["diagnostics"][0]["code"], "nudge::invalid-utf8");
+    assert!(json["diagnostics"][0]["message"].as_str().unwrap().contains("bad.nudge"));
+    assert_eq!(json["diagnostics"][0]["column"], 22);
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let missing = nudge(&["check", "no/such/dir"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("`no/such/dir` does not exist"));
+    let empty = scratch("empty", &[("readme.txt", b"")]);
+    let none = nudge(&["check", empty.to_str().unwrap()]);
+    assert_eq!(none.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no `.nudge` files"));
+    assert_eq!(nudge(&["check", "--format", "xml", "rules"]).status.code(), Some(2));
+    assert_eq!(nudge(&["check", "--now", "yesterday", "rules"]).status.code(), Some(2));
+    assert_eq!(nudge(&["frobnicate"]).status.code(), Some(2));
+}
+
+#[test]
+fn one_file_can_be_checked_with_its_schema() {
+    let output = nudge(&["check", "rules/schema.nudge", "rules/seed002_growth.nudge", NOW]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert!(Path::new("rules/seed002_growth.nudge").exists());
+}
