@@ -59,8 +59,18 @@ fn parts(pair: P<'_>) -> impl Iterator<Item = P<'_>> {
 }
 
 fn is_keyword(rule: Rule) -> bool {
-    format!("{rule:?}").starts_with("kw_")
+    KEYWORD_RULES[rule as usize]
 }
+
+/// Which rules are keywords (`kw_…`), computed once from the rule names.
+static KEYWORD_RULES: LazyLock<Vec<bool>> = LazyLock::new(|| {
+    let rules = Rule::all_rules();
+    let mut table = vec![false; rules.iter().map(|r| *r as usize).max().unwrap_or(0) + 1];
+    for rule in rules {
+        table[*rule as usize] = format!("{rule:?}").starts_with("kw_");
+    }
+    table
+});
 
 impl Lower<'_> {
     /// The pair's span without the whitespace and comments pest may include at its end, so

@@ -45,11 +45,13 @@ pub fn parse_items(file: FileId, text: &str) -> ParsedFile<'_> {
     }
     let ParsedFile { items, unparsed, diagnostics } = &mut parsed;
     let mut offset = 0;
-    while offset < text.len() {
-        let rest = &text[offset..];
-        if NudgeParser::parse(Rule::end_at, rest).is_ok() {
+    loop {
+        // Checked by hand: a failed pest parse builds an error with line scans, once per item.
+        offset = skip_trivia(text, offset);
+        if offset >= text.len() {
             break;
         }
+        let rest = &text[offset..];
         match NudgeParser::parse(Rule::item_at, rest) {
             Ok(mut pairs) => {
                 let pair = pairs.next().expect("item_at yields one item");
@@ -96,6 +98,20 @@ fn item_name(text: &str) -> Option<(String, Option<String>)> {
             .to_string()
     });
     Some((keyword.to_string(), name.filter(|n| !n.is_empty())))
+}
+
+/// The offset of the first character after `offset` that is not whitespace or a comment.
+fn skip_trivia(text: &str, mut offset: usize) -> usize {
+    let bytes = text.as_bytes();
+    while offset < bytes.len() {
+        match bytes[offset] {
+            b' ' | b'\t' | b'\r' | b'\n' => offset += 1,
+            b'#' => offset = text[offset..].find('\n').map_or(text.len(), |i| offset + i),
+            _ if text[offset..].starts_with('\u{FEFF}') => offset += '\u{FEFF}'.len_utf8(),
+            _ => break,
+        }
+    }
+    offset
 }
 
 fn error_position(error: &pest::error::Error<Rule>) -> usize {
@@ -512,7 +528,6 @@ fn rule_phrase(rule: Rule) -> Option<String> {
         Rule::shorthand_channel => "`task` or `moments`",
         Rule::attr_path | Rule::channel_to => "an attribute such as `customer.phone`",
         Rule::list | Rule::string_list => "a list such as `[\"a\", \"b\"]`",
-        Rule::end_at | Rule::EOI => "end of file",
         Rule::expr | Rule::where_expr | Rule::paren | Rule::where_paren => "a condition",
         Rule::has_tag => "`has tag`",
         Rule::did => "`did`",
