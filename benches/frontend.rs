@@ -59,7 +59,11 @@ fn project(lines_wanted: usize, per_file: usize) -> Sources {
 }
 
 fn line_count(sources: &Sources) -> usize {
-    sources.map.iter().map(|(_, f)| f.text.lines().count()).sum()
+    sources
+        .map
+        .iter()
+        .map(|(_, f)| f.text.lines().count())
+        .sum()
 }
 
 /// Best wall time of `runs` analyses of a fresh copy of the project.
@@ -105,5 +109,8 @@ fn main() {
     };
     let lines = line_count(&one_file());
     let (time, _) = best_of(20, one_file);
-    println!("one file: {lines} lines (with schema): {:.2} ms", time.as_secs_f64() * 1e3);
+    println!(
+        "one file: {lines} lines (with schema): {:.2} ms",
+        time.as_secs_f64() * 1e3
+    );
 }

@@ -10,7 +10,7 @@ use chrono::{FixedOffset, NaiveDateTime, NaiveTime};
 pub type FileId = usize;
 
 /// A byte range in one source file.
-#[derive(Clone, Copy, Debug, Default, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, Eq)]
 pub struct Span {
     pub start: usize,
     pub end: usize,
@@ -63,7 +63,7 @@ pub enum Item {
     Event(EventDecl),
     Channel(ChannelDecl),
     Segment(SegmentDecl),
-    Campaign(Campaign),
+    Campaign(Box<Campaign>),
     TagRule(TagRule),
     Policy(Policy),
 }
@@ -118,7 +118,10 @@ impl Type {
     ];
 
     pub fn name(self) -> &'static str {
-        Type::ALL.iter().find(|(_, t)| *t == self).map_or("?", |(n, _)| n)
+        Type::ALL
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map_or("?", |(n, _)| n)
     }
 }
 
@@ -156,11 +159,17 @@ impl ChannelKind {
     ];
 
     pub fn from_name(name: &str) -> Option<ChannelKind> {
-        ChannelKind::ALL.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+        ChannelKind::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, k)| *k)
     }
 
     pub fn name(self) -> &'static str {
-        ChannelKind::ALL.iter().find(|(_, k)| *k == self).map_or("?", |(n, _)| n)
+        ChannelKind::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("?", |(n, _)| n)
     }
 
     /// The customer attribute that holds the address of an undeclared channel of this kind.
@@ -246,7 +255,7 @@ pub enum TriggerKind {
         event: Ident,
         filter: Option<Expr>,
         occurrence: Option<Occurrence>,
-        unless: Option<Unless>,
+        unless: Option<Box<Unless>>,
     },
     /// `trigger on tag added "X"` / `on tag removed "X"`
     Tag { change: TagChange, tag: Str },
@@ -431,7 +440,10 @@ impl ContentKey {
     ];
 
     pub fn name(self) -> &'static str {
-        ContentKey::ALL.iter().find(|(_, k)| *k == self).map_or("?", |(n, _)| n)
+        ContentKey::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("?", |(n, _)| n)
     }
 }
 
@@ -491,7 +503,10 @@ pub enum ExprKind {
     /// A bare name: a segment in an audience, a bool property in a `where`.
     Name(Ident),
     /// `SUBJECT TEST`, or a bool attribute on its own (`customer.vip`).
-    Test { subject: Subject, test: Option<Test> },
+    Test {
+        subject: Subject,
+        test: Option<Test>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]

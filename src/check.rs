@@ -192,7 +192,8 @@ impl<'a> Checker<'a> {
                     "customer" => "customer",
                     _ => continue,
                 };
-                self.broken.insert((keyword, name.clone().unwrap_or_default()));
+                self.broken
+                    .insert((keyword, name.clone().unwrap_or_default()));
             }
             for item in &module.items {
                 match item {
@@ -204,7 +205,12 @@ impl<'a> Checker<'a> {
                     Item::Event(decl) => self.declare_event(decl),
                     Item::Channel(decl) => self.declare_channel(decl),
                     Item::Segment(decl) => {
-                        if self.duplicate(&decl.name.name, decl.name.span, "segment", self.schema.segments.get(&decl.name.name).copied()) {
+                        if self.duplicate(
+                            &decl.name.name,
+                            decl.name.span,
+                            "segment",
+                            self.schema.segments.get(&decl.name.name).copied(),
+                        ) {
                             continue;
                         }
                         self.schema
@@ -245,10 +251,22 @@ impl<'a> Checker<'a> {
     }
 
     /// Reports `name` defined twice; true if it was.
-    fn duplicate(&mut self, name: &str, span: Span, what: &str, first: Option<(FileId, Span)>) -> bool {
-        let Some((first_file, first_span)) = first else { return false };
+    fn duplicate(
+        &mut self,
+        name: &str,
+        span: Span,
+        what: &str,
+        first: Option<(FileId, Span)>,
+    ) -> bool {
+        let Some((first_file, first_span)) = first else {
+            return false;
+        };
         let d = self
-            .new_diag(Code::DuplicateName, span, format!("{what} `{name}` is defined twice"))
+            .new_diag(
+                Code::DuplicateName,
+                span,
+                format!("{what} `{name}` is defined twice"),
+            )
             .label("defined again here")
             .also(first_file, first_span, "first defined here")
             .help(format!("rename one of them or remove the second {what}"));
@@ -274,7 +292,11 @@ impl<'a> Checker<'a> {
             .map(|f| (f.file, f.span));
         if decl.name.name == "id" {
             let d = self
-                .new_diag(Code::DuplicateName, decl.name.span, "attribute `id` is built in")
+                .new_diag(
+                    Code::DuplicateName,
+                    decl.name.span,
+                    "attribute `id` is built in",
+                )
                 .label("already declared by Nudge")
                 .help("every customer has a text `id`; remove this line");
             self.push(d);
@@ -290,7 +312,11 @@ impl<'a> Checker<'a> {
         let name = &decl.name.name;
         if BUILTIN_EVENTS.contains(&name.as_str()) {
             let d = self
-                .new_diag(Code::DuplicateName, decl.name.span, format!("event `{name}` is built in"))
+                .new_diag(
+                    Code::DuplicateName,
+                    decl.name.span,
+                    format!("event `{name}` is built in"),
+                )
                 .label("already declared by Nudge")
                 .help("`tag_added` and `tag_removed` exist already, with a `tag: text` property");
             self.push(d);
@@ -387,7 +413,11 @@ impl<'a> Checker<'a> {
                     .new_diag(
                         Code::TypeMismatch,
                         to.span,
-                        format!("`customer.{}` is {}, but addresses are text", to.name.name, article(ty)),
+                        format!(
+                            "`customer.{}` is {}, but addresses are text",
+                            to.name.name,
+                            article(ty)
+                        ),
                     )
                     .label(ty.name());
                 self.push(d);
@@ -402,7 +432,9 @@ impl<'a> Checker<'a> {
 
     /// A channel's address attribute must be declared.
     fn check_address(&mut self, channel: &ChannelSchema, span: Span, name: &str) {
-        let Some(address) = &channel.address else { return };
+        let Some(address) = &channel.address else {
+            return;
+        };
         if self.schema.attributes.contains_key(address) {
             return;
         }
@@ -425,7 +457,11 @@ impl<'a> Checker<'a> {
             self.check_timezone(tz);
         }
         if let Some(cap) = &policy.cap {
-            self.check_nonzero(cap.count, "`cap 0` blocks every delivery", "a cap counts from 1, e.g. `cap 3 per customer per 1d`");
+            self.check_nonzero(
+                cap.count,
+                "`cap 0` blocks every delivery",
+                "a cap counts from 1, e.g. `cap 3 per customer per 1d`",
+            );
         }
         if let Some(quiet) = &policy.quiet {
             self.check_quiet(quiet);
@@ -437,8 +473,9 @@ impl<'a> Checker<'a> {
             return Some(zone);
         }
         let names = chrono_tz::TZ_VARIANTS.iter().map(|z| z.name());
-        let help = did_you_mean(&tz.value, names)
-            .unwrap_or_else(|| "use an IANA zone name such as `Asia/Shanghai` or `UTC`".to_string());
+        let help = did_you_mean(&tz.value, names).unwrap_or_else(|| {
+            "use an IANA zone name such as `Asia/Shanghai` or `UTC`".to_string()
+        });
         let d = self
             .new_diag(
                 Code::InvalidTimezone,
@@ -486,7 +523,9 @@ impl<'a> Checker<'a> {
                     format!("tag `{}` is {length} characters long", tag.value),
                 )
                 .label(format!("more than {TAG_NAME_LIMIT} characters"))
-                .help(format!("WeCom allows tag names of at most {TAG_NAME_LIMIT} characters"));
+                .help(format!(
+                    "WeCom allows tag names of at most {TAG_NAME_LIMIT} characters"
+                ));
             self.push(d);
         }
     }
@@ -509,7 +548,10 @@ impl<'a> Checker<'a> {
                     .new_diag(
                         Code::NoAudience,
                         c.name.span,
-                        format!("campaign `{}` has no audience, so it targets every customer", c.name.value),
+                        format!(
+                            "campaign `{}` has no audience, so it targets every customer",
+                            c.name.value
+                        ),
                     )
                     .label("no `audience`")
                     .help("add `audience …`, or `audience true` to target everyone on purpose");
@@ -538,13 +580,25 @@ impl<'a> Checker<'a> {
             self.check_quiet(quiet);
         }
         if let Some(pace) = &c.pace {
-            self.check_nonzero(pace.count, "`pace 0` lets nothing through", "write how many deliveries a customer may get per period, e.g. `pace 1 per 1h`");
+            self.check_nonzero(
+                pace.count,
+                "`pace 0` lets nothing through",
+                "write how many deliveries a customer may get per period, e.g. `pace 1 per 1h`",
+            );
         }
         if let Some(cap) = &c.cap {
-            self.check_nonzero(cap.count, "`cap 0` blocks every delivery", "to stop a campaign, set `status paused`");
+            self.check_nonzero(
+                cap.count,
+                "`cap 0` blocks every delivery",
+                "to stop a campaign, set `status paused`",
+            );
         }
         if let Some(rate) = &c.rate {
-            self.check_nonzero(rate.count, "`rate 0` sends nothing", "write how many deliveries may go out, e.g. `rate 600 per minute`");
+            self.check_nonzero(
+                rate.count,
+                "`rate 0` sends nothing",
+                "write how many deliveries may go out, e.g. `rate 600 per minute`",
+            );
         }
         if c.actions.is_empty() {
             let d = self
@@ -566,7 +620,11 @@ impl<'a> Checker<'a> {
         if let (Some((s, start_at)), Some((e, end_at))) = (start, end) {
             if end_at <= start_at {
                 let d = self
-                    .new_diag(Code::EndBeforeStart, e.span, "the campaign ends before it starts")
+                    .new_diag(
+                        Code::EndBeforeStart,
+                        e.span,
+                        "the campaign ends before it starts",
+                    )
                     .label("ends here")
                     .also(self.file, s.span, "starts here")
                     .help("`end` must be later than `start`");
@@ -592,7 +650,10 @@ impl<'a> Checker<'a> {
     fn check_trigger<'t>(&mut self, trigger: &'t Trigger) -> TemplateEvent<'t> {
         match &trigger.kind {
             TriggerKind::At(_) => TemplateEvent::None("the trigger is a date, not an event"),
-            TriggerKind::Every { schedule, for_after } => {
+            TriggerKind::Every {
+                schedule,
+                for_after,
+            } => {
                 if let Schedule::Cron(text) = schedule {
                     if let Err(why) = CronSchedule::parse(&text.value) {
                         let d = self
@@ -632,7 +693,11 @@ impl<'a> Checker<'a> {
                     }
                     if unless.within.seconds > MAX_UNLESS_WINDOW_SECONDS {
                         let d = self
-                            .new_diag(Code::WindowTooLong, unless.within.span, "an `unless … within` window is at most 30 days")
+                            .new_diag(
+                                Code::WindowTooLong,
+                                unless.within.span,
+                                "an `unless … within` window is at most 30 days",
+                            )
                             .label("longer than 30d")
                             .help("shorten the window to `30d` or less");
                         self.push(d);
@@ -666,7 +731,11 @@ impl<'a> Checker<'a> {
         let help = did_you_mean(&event.name, candidates)
             .unwrap_or_else(|| format!("declare it: `event {} {{ … }}`", event.name));
         let d = self
-            .new_diag(Code::UnknownEvent, event.span, format!("unknown event `{}`", event.name))
+            .new_diag(
+                Code::UnknownEvent,
+                event.span,
+                format!("unknown event `{}`", event.name),
+            )
             .label("this event is not declared")
             .help(help);
         self.push(d);
@@ -698,7 +767,9 @@ impl<'a> Checker<'a> {
                 self.push(d);
             }
             if let Some(variant) = &arm.variant {
-                let first = variants.get(variant.value.as_str()).map(|s| (self.file, *s));
+                let first = variants
+                    .get(variant.value.as_str())
+                    .map(|s| (self.file, *s));
                 if !self.duplicate(&variant.value, variant.span, "variant", first) {
                     variants.insert(&variant.value, variant.span);
                 }
@@ -726,12 +797,18 @@ impl<'a> Checker<'a> {
             return;
         }
         let Some(channel) = self.schema.channel(name) else {
-            let mut candidates: Vec<&str> = self.schema.channels.keys().map(String::as_str).collect();
+            let mut candidates: Vec<&str> =
+                self.schema.channels.keys().map(String::as_str).collect();
             candidates.extend(ChannelKind::ALL.iter().map(|(n, _)| *n));
             let help = did_you_mean(name, candidates.iter().copied()).unwrap_or_else(|| {
                 let kind = guess_kind(&delivery.content);
                 let address = kind.default_address().unwrap_or("phone");
-                let declared: Vec<String> = self.schema.channels.keys().map(|c| format!("`{c}`")).collect();
+                let declared: Vec<String> = self
+                    .schema
+                    .channels
+                    .keys()
+                    .map(|c| format!("`{c}`"))
+                    .collect();
                 let known = if declared.is_empty() {
                     String::new()
                 } else {
@@ -743,7 +820,11 @@ impl<'a> Checker<'a> {
                 )
             });
             let d = self
-                .new_diag(Code::UnknownChannel, delivery.channel.span, format!("unknown channel `{name}`"))
+                .new_diag(
+                    Code::UnknownChannel,
+                    delivery.channel.span,
+                    format!("unknown channel `{name}`"),
+                )
                 .label("not a declared channel or a built-in kind")
                 .help(help);
             self.push(d);
@@ -777,10 +858,17 @@ impl<'a> Checker<'a> {
     }
 
     fn check_employees(&mut self, delivery: &Delivery, kind: ChannelKind) {
-        let takes_employee = matches!(kind, ChannelKind::Moments | ChannelKind::Wecom | ChannelKind::Task);
+        let takes_employee = matches!(
+            kind,
+            ChannelKind::Moments | ChannelKind::Wecom | ChannelKind::Task
+        );
         if let (Some(choice), false) = (&delivery.employee, takes_employee) {
             let d = self
-                .new_diag(Code::MisplacedOption, choice.span, format!("{} is not sent by an employee", article_kind(kind)))
+                .new_diag(
+                    Code::MisplacedOption,
+                    choice.span,
+                    format!("{} is not sent by an employee", article_kind(kind)),
+                )
                 .label("`by employee` does not apply")
                 .help("`by employee` is for `moments`, `wecom` and `task` channels");
             self.push(d);
@@ -788,13 +876,21 @@ impl<'a> Checker<'a> {
         if let Some(assign) = &delivery.assign {
             if kind != ChannelKind::Task {
                 let d = self
-                    .new_diag(Code::MisplacedOption, assign.span, format!("{} cannot be assigned", article_kind(kind)))
+                    .new_diag(
+                        Code::MisplacedOption,
+                        assign.span,
+                        format!("{} cannot be assigned", article_kind(kind)),
+                    )
                     .label("`assign` does not apply")
                     .help("`assign` divides manual tasks among employees: use it with `task`");
                 self.push(d);
             } else if assign.employees.is_empty() {
                 let d = self
-                    .new_diag(Code::ZeroCount, assign.span, "`assign` needs at least one employee")
+                    .new_diag(
+                        Code::ZeroCount,
+                        assign.span,
+                        "`assign` needs at least one employee",
+                    )
                     .label("empty list")
                     .help("list who does the task: `assign [\"alice\", \"bob\"] evenly`");
                 self.push(d);
@@ -807,7 +903,11 @@ impl<'a> Checker<'a> {
         {
             if list.is_empty() {
                 let d = self
-                    .new_diag(Code::ZeroCount, *span, "`by employee` needs at least one employee")
+                    .new_diag(
+                        Code::ZeroCount,
+                        *span,
+                        "`by employee` needs at least one employee",
+                    )
                     .label("empty list")
                     .help("list employees in priority order, or use `last_added` / `first_added`");
                 self.push(d);
@@ -815,7 +915,11 @@ impl<'a> Checker<'a> {
         }
         if kind == ChannelKind::Task && delivery.assign.is_none() && delivery.employee.is_none() {
             let d = self
-                .new_diag(Code::MisplacedOption, delivery.channel.span, "a task needs someone to do it")
+                .new_diag(
+                    Code::MisplacedOption,
+                    delivery.channel.span,
+                    "a task needs someone to do it",
+                )
                 .label("no employee")
                 .help("add `assign [\"alice\", \"bob\"] evenly` or `by employee last_added`");
             self.push(d);
@@ -842,7 +946,10 @@ impl<'a> Checker<'a> {
         let exact = text.span.end - text.span.start == text.value.len() + 2;
         let locate = |range: std::ops::Range<usize>| {
             if exact {
-                Span::new(text.span.start + 1 + range.start, text.span.start + 1 + range.end)
+                Span::new(
+                    text.span.start + 1 + range.start,
+                    text.span.start + 1 + range.end,
+                )
             } else {
                 text.span
             }
@@ -868,7 +975,11 @@ impl<'a> Checker<'a> {
             "customer" => {
                 let help = self.attribute_help(name);
                 let d = self
-                    .new_diag(Code::UnknownVariable, span, format!("unknown attribute `customer.{name}`"))
+                    .new_diag(
+                        Code::UnknownVariable,
+                        span,
+                        format!("unknown attribute `customer.{name}`"),
+                    )
                     .label("not a declared attribute")
                     .help(help);
                 self.push(d);
@@ -877,7 +988,11 @@ impl<'a> Checker<'a> {
                 TemplateEvent::None("") => {}
                 TemplateEvent::None(why) => {
                     let d = self
-                        .new_diag(Code::NoTriggerEvent, span, format!("`{{{{{path}}}}}` has no event to read"))
+                        .new_diag(
+                            Code::NoTriggerEvent,
+                            span,
+                            format!("`{{{{{path}}}}}` has no event to read"),
+                        )
                         .label(*why)
                         .help("`{{event.…}}` works in campaigns triggered `on` an event");
                     self.push(d);
@@ -887,7 +1002,11 @@ impl<'a> Checker<'a> {
                     if !fields.contains_key(name) {
                         let help = property_help(event, fields, name, "event.");
                         let d = self
-                            .new_diag(Code::UnknownVariable, span, format!("unknown property `event.{name}`"))
+                            .new_diag(
+                                Code::UnknownVariable,
+                                span,
+                                format!("unknown property `event.{name}`"),
+                            )
                             .label(format!("not a property of `{event}`"))
                             .help(help);
                         self.push(d);
@@ -929,7 +1048,11 @@ impl<'a> Checker<'a> {
         }
         if let Some(count) = &did.count {
             if count.mode == CountMode::AtLeast && count.n.value == 0 {
-                self.check_nonzero(count.n, "`at least 0 times` is always true", "count from 1, or remove the condition");
+                self.check_nonzero(
+                    count.n,
+                    "`at least 0 times` is always true",
+                    "count from 1, or remove the condition",
+                );
             }
         }
         if let Some(window) = &did.window {
@@ -941,7 +1064,11 @@ impl<'a> Checker<'a> {
         if let Window::Between(from, to) = window {
             if instant(&to.value, self.zone) <= instant(&from.value, self.zone) {
                 let d = self
-                    .new_diag(Code::EmptyWindow, from.span.to(to.span), "this window ends before it starts")
+                    .new_diag(
+                        Code::EmptyWindow,
+                        from.span.to(to.span),
+                        "this window ends before it starts",
+                    )
                     .label("empty window")
                     .help("write the earlier date first: `between 2026-01-01 and 2026-02-01`");
                 self.push(d);
@@ -959,7 +1086,8 @@ impl<'a> Checker<'a> {
                 {
                     return;
                 }
-                let candidates: Vec<&str> = self.schema.segments.keys().map(String::as_str).collect();
+                let candidates: Vec<&str> =
+                    self.schema.segments.keys().map(String::as_str).collect();
                 let help = did_you_mean(&name.name, candidates).unwrap_or_else(|| {
                     if self.schema.attributes.contains_key(&name.name) {
                         format!("attributes are written `customer.{}`", name.name)
@@ -968,7 +1096,11 @@ impl<'a> Checker<'a> {
                     }
                 });
                 let d = self
-                    .new_diag(Code::UnknownSegment, name.span, format!("unknown segment `{}`", name.name))
+                    .new_diag(
+                        Code::UnknownSegment,
+                        name.span,
+                        format!("unknown segment `{}`", name.name),
+                    )
                     .label("no segment has this name")
                     .help(help);
                 self.push(d);
@@ -977,7 +1109,15 @@ impl<'a> Checker<'a> {
                 if let Some(field) = self.property(name, event) {
                     if field.ty != Type::Bool {
                         let d = self
-                            .new_diag(Code::TypeMismatch, name.span, format!("`{}` is {}, not a condition", name.name, article(field.ty)))
+                            .new_diag(
+                                Code::TypeMismatch,
+                                name.span,
+                                format!(
+                                    "`{}` is {}, not a condition",
+                                    name.name,
+                                    article(field.ty)
+                                ),
+                            )
                             .label(field.ty.name())
                             .help(format!("compare it, e.g. `{} == …`", name.name));
                         self.push(d);
@@ -995,7 +1135,11 @@ impl<'a> Checker<'a> {
         }
         let help = property_help(event, fields, &name.name, "");
         let d = self
-            .new_diag(Code::UnknownProperty, name.span, format!("event `{event}` has no property `{}`", name.name))
+            .new_diag(
+                Code::UnknownProperty,
+                name.span,
+                format!("event `{event}` has no property `{}`", name.name),
+            )
             .label("not a property of this event")
             .help(help);
         self.push(d);
@@ -1007,12 +1151,20 @@ impl<'a> Checker<'a> {
         if let Some(field) = self.schema.attributes.get(&attr.name.name) {
             return Some(field.clone());
         }
-        if self.broken.iter().any(|(keyword, _)| *keyword == "customer") {
+        if self
+            .broken
+            .iter()
+            .any(|(keyword, _)| *keyword == "customer")
+        {
             return None;
         }
         let help = self.attribute_help(&attr.name.name);
         let d = self
-            .new_diag(Code::UnknownAttribute, attr.name.span, format!("unknown attribute `customer.{}`", attr.name.name))
+            .new_diag(
+                Code::UnknownAttribute,
+                attr.name.span,
+                format!("unknown attribute `customer.{}`", attr.name.name),
+            )
             .label("not declared in `customer { … }`")
             .help(help);
         self.push(d);
@@ -1030,21 +1182,34 @@ impl<'a> Checker<'a> {
     fn check_time_attr(&mut self, attr: &AttrPath) {
         if let Some(field) = self.check_attr(attr) {
             if field.ty != Type::Time {
-                self.push(self.not_a_time(attr.span, &format!("customer.{}", attr.name.name), field.ty));
+                self.push(self.not_a_time(
+                    attr.span,
+                    &format!("customer.{}", attr.name.name),
+                    field.ty,
+                ));
             }
         }
     }
 
     fn not_a_time(&self, span: Span, what: &str, ty: Type) -> Diagnostic {
-        self.new_diag(Code::NotATime, span, format!("`{what}` is {}, not a time", article(ty)))
-            .label(ty.name())
-            .help("time windows apply to attributes of type `time`, such as `customer.registered_at`")
+        self.new_diag(
+            Code::NotATime,
+            span,
+            format!("`{what}` is {}, not a time", article(ty)),
+        )
+        .label(ty.name())
+        .help("time windows apply to attributes of type `time`, such as `customer.registered_at`")
     }
 
     fn check_test(&mut self, subject: &Subject, test: Option<&Test>, scope: Scope<'_>) {
         let (field, shown) = match (subject, scope) {
-            (Subject::Attr(attr), _) => (self.check_attr(attr), format!("customer.{}", attr.name.name)),
-            (Subject::Property(name), Scope::Event(event)) => (self.property(name, event), name.name.clone()),
+            (Subject::Attr(attr), _) => (
+                self.check_attr(attr),
+                format!("customer.{}", attr.name.name),
+            ),
+            (Subject::Property(name), Scope::Event(event)) => {
+                (self.property(name, event), name.name.clone())
+            }
             (Subject::Property(name), Scope::Customer) => {
                 let help = if self.schema.attributes.contains_key(&name.name) {
                     format!("attributes are written `customer.{}`", name.name)
@@ -1052,7 +1217,11 @@ impl<'a> Checker<'a> {
                     "in an audience, test attributes (`customer.age >= 18`) or behaviour (`did purchase where amount > 100`)".to_string()
                 };
                 let d = self
-                    .new_diag(Code::UnknownAttribute, name.span, format!("unknown name `{}`", name.name))
+                    .new_diag(
+                        Code::UnknownAttribute,
+                        name.span,
+                        format!("unknown name `{}`", name.name),
+                    )
                     .label("not an attribute or a segment")
                     .help(help);
                 self.push(d);
@@ -1064,9 +1233,15 @@ impl<'a> Checker<'a> {
         let Some(test) = test else {
             if field.ty != Type::Bool {
                 let d = self
-                    .new_diag(Code::TypeMismatch, subject_span, format!("`{shown}` is {}, not a condition", article(field.ty)))
+                    .new_diag(
+                        Code::TypeMismatch,
+                        subject_span,
+                        format!("`{shown}` is {}, not a condition", article(field.ty)),
+                    )
                     .label(field.ty.name())
-                    .help(format!("compare it, e.g. `{shown} == …`, or test `{shown} is set`"));
+                    .help(format!(
+                        "compare it, e.g. `{shown} == …`, or test `{shown} is set`"
+                    ));
                 self.push(d);
             }
             return;
@@ -1077,7 +1252,11 @@ impl<'a> Checker<'a> {
                 if !matches!(op, CmpOp::Eq | CmpOp::Ne) && !orderable {
                     let op_span = Span::new(test.span.start, test.span.start + op.symbol().len());
                     let d = self
-                        .new_diag(Code::TypeMismatch, op_span, format!("`{}` does not apply to {}", op.symbol(), field.ty.name()))
+                        .new_diag(
+                            Code::TypeMismatch,
+                            op_span,
+                            format!("`{}` does not apply to {}", op.symbol(), field.ty.name()),
+                        )
                         .label(format!("{} has no order", field.ty.name()))
                         .help("use `==`, `!=`, `in […]` or `contains`");
                     self.push(d);
@@ -1093,7 +1272,14 @@ impl<'a> Checker<'a> {
             TestKind::Contains(literal) => {
                 if field.ty != Type::Text {
                     let d = self
-                        .new_diag(Code::TypeMismatch, subject_span, format!("`contains` needs text, but `{shown}` is {}", article(field.ty)))
+                        .new_diag(
+                            Code::TypeMismatch,
+                            subject_span,
+                            format!(
+                                "`contains` needs text, but `{shown}` is {}",
+                                article(field.ty)
+                            ),
+                        )
                         .label(field.ty.name());
                     self.push(d);
                 } else {
@@ -1124,12 +1310,14 @@ impl<'a> Checker<'a> {
         if !fits {
             let written = literal_text(&literal.value);
             let help = match (ty, &literal.value) {
-                (Type::Number, Value::Text(t)) if t.trim().parse::<f64>().is_ok() => {
-                    Some(format!("remove the quotes to compare with the number {}", t.trim()))
-                }
-                (Type::Text, Value::Number(n)) => {
-                    Some(format!("put it in quotes to compare with the text \"{}\"", format_number(*n)))
-                }
+                (Type::Number, Value::Text(t)) if t.trim().parse::<f64>().is_ok() => Some(format!(
+                    "remove the quotes to compare with the number {}",
+                    t.trim()
+                )),
+                (Type::Text, Value::Number(n)) => Some(format!(
+                    "put it in quotes to compare with the text \"{}\"",
+                    format_number(*n)
+                )),
                 (Type::Time, Value::TimeOfDay(_)) => {
                     Some("compare a time with a date, e.g. `2026-03-01 10:00`".to_string())
                 }
@@ -1139,7 +1327,11 @@ impl<'a> Checker<'a> {
                 .new_diag(
                     Code::TypeMismatch,
                     literal.span,
-                    format!("cannot compare `{shown}` ({}) with `{written}` ({})", ty.name(), literal.value.type_name()),
+                    format!(
+                        "cannot compare `{shown}` ({}) with `{written}` ({})",
+                        ty.name(),
+                        literal.value.type_name()
+                    ),
                 )
                 .label(literal.value.type_name())
                 .also(self.file, subject_span, ty.name())
@@ -1176,7 +1368,8 @@ impl<'a> Checker<'a> {
     fn find_cycle(&self, start: &'a str) -> Option<Vec<(&'a str, FileId, Span)>> {
         let mut path: Vec<(&'a str, FileId, Span)> = Vec::new();
         let mut visited: HashSet<&str> = HashSet::new();
-        self.walk(start, start, &mut path, &mut visited).then_some(path)
+        self.walk(start, start, &mut path, &mut visited)
+            .then_some(path)
     }
 
     fn walk(
@@ -1189,7 +1382,9 @@ impl<'a> Checker<'a> {
         if !visited.insert(current) {
             return false;
         }
-        let Some((file, decl)) = self.segment_exprs.get(current) else { return false };
+        let Some((file, decl)) = self.segment_exprs.get(current) else {
+            return false;
+        };
         for reference in segment_references(&decl.expr) {
             let Some((name, _)) = self.segment_exprs.get_key_value(reference.name.as_str()) else {
                 continue;
@@ -1231,9 +1426,14 @@ impl<'a> Checker<'a> {
         let diagnostics: Vec<Diagnostic> = unused
             .into_iter()
             .map(|(name, (file, span))| {
-                Diagnostic::new(Code::UnusedSegment, *file, *span, format!("segment `{name}` is never used"))
-                    .label("defined but not used")
-                    .help("use it in an `audience`, `exclude` or another segment, or remove it")
+                Diagnostic::new(
+                    Code::UnusedSegment,
+                    *file,
+                    *span,
+                    format!("segment `{name}` is never used"),
+                )
+                .label("defined but not used")
+                .help("use it in an `audience`, `exclude` or another segment, or remove it")
             })
             .collect();
         self.diagnostics.extend(diagnostics);
@@ -1241,7 +1441,12 @@ impl<'a> Checker<'a> {
 }
 
 /// "did you mean `amount`?", else which properties the event has.
-fn property_help(event: &str, fields: &BTreeMap<String, Field>, name: &str, prefix: &str) -> String {
+fn property_help(
+    event: &str,
+    fields: &BTreeMap<String, Field>,
+    name: &str,
+    prefix: &str,
+) -> String {
     if let Some(close) = crate::diagnostics::closest(name, fields.keys().map(String::as_str)) {
         return format!("did you mean `{prefix}{close}`?");
     }
@@ -1263,26 +1468,41 @@ fn content_problem(delivery: &Delivery, kind: ChannelKind) -> Option<(Span, Stri
         ChannelKind::Email => (false, &[Subject, Body], &[Subject, Body]),
         ChannelKind::Push => (false, &[Title, Body], &[Title, Body]),
         // A leading text is the post's text when no `text` part is given.
-        ChannelKind::Wecom | ChannelKind::Moments => (content.part(Text).is_none(), &[], &[Text, Image, Video, Link, Title]),
+        ChannelKind::Wecom | ChannelKind::Moments => (
+            content.part(Text).is_none(),
+            &[],
+            &[Text, Image, Video, Link, Title],
+        ),
     };
     let what = article_kind(kind);
     let mut seen: Vec<ContentKey> = Vec::new();
     for (i, part) in content.parts.iter().enumerate() {
         let after_link = i > 0 && content.parts[i - 1].key == Link;
         if !allowed.contains(&part.key) {
-            return Some((part.key_span, format!("`{}` is not part of {what}", part.key.name())));
+            return Some((
+                part.key_span,
+                format!("`{}` is not part of {what}", part.key.name()),
+            ));
         }
         if social && part.key == Title && !after_link {
-            return Some((part.key_span, "`title` names a link: put it right after `link \"…\"`".into()));
+            return Some((
+                part.key_span,
+                "`title` names a link: put it right after `link \"…\"`".into(),
+            ));
         }
         if seen.contains(&part.key) {
-            return Some((part.key_span, format!("`{}` is given twice", part.key.name())));
+            return Some((
+                part.key_span,
+                format!("`{}` is given twice", part.key.name()),
+            ));
         }
         seen.push(part.key);
     }
     match (&content.lead, takes_lead) {
         (Some(lead), false) => return Some((lead.span, format!("{what} needs named parts"))),
-        (None, true) if !social => return Some((delivery.channel.span, format!("{what} needs its text"))),
+        (None, true) if !social => {
+            return Some((delivery.channel.span, format!("{what} needs its text")))
+        }
         _ => {}
     }
     let missing: Vec<String> = required
@@ -1291,7 +1511,10 @@ fn content_problem(delivery: &Delivery, kind: ChannelKind) -> Option<(Span, Stri
         .map(|k| format!("`{}`", k.name()))
         .collect();
     if !missing.is_empty() {
-        return Some((delivery.channel.span, format!("{what} needs {}", missing.join(" and "))));
+        return Some((
+            delivery.channel.span,
+            format!("{what} needs {}", missing.join(" and ")),
+        ));
     }
     if social && content.lead.is_none() && content.parts.is_empty() {
         return Some((delivery.channel.span, format!("{what} has no content")));
@@ -1303,7 +1526,8 @@ fn content_problem(delivery: &Delivery, kind: ChannelKind) -> Option<(Span, Stri
 fn guess_kind(content: &Content) -> ChannelKind {
     if content.part(ContentKey::Subject).is_some() {
         ChannelKind::Email
-    } else if content.part(ContentKey::Title).is_some() && content.part(ContentKey::Body).is_some() {
+    } else if content.part(ContentKey::Title).is_some() && content.part(ContentKey::Body).is_some()
+    {
         ChannelKind::Push
     } else if !content.parts.is_empty() {
         ChannelKind::Wecom
@@ -1415,7 +1639,9 @@ fn content_example(kind: ChannelKind) -> &'static str {
         ChannelKind::Email => "send email subject \"…\" body \"…\"",
         ChannelKind::Push => "send push title \"…\" body \"…\"",
         ChannelKind::Wecom => "send wecom text \"…\" [image \"url\"] [link \"url\" title \"…\"]",
-        ChannelKind::Moments => "send moments text \"…\" [image \"url\"] [video \"url\"] [link \"url\" title \"…\"]",
+        ChannelKind::Moments => {
+            "send moments text \"…\" [image \"url\"] [video \"url\"] [link \"url\" title \"…\"]"
+        }
         ChannelKind::Task => "send task \"…\" assign [\"alice\", \"bob\"] evenly",
     }
 }

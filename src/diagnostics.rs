@@ -183,7 +183,10 @@ pub fn did_you_mean<'a>(
 }
 
 /// The candidate closest to `written`, if it is close enough to be a likely typo.
-pub fn closest<'a>(written: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn closest<'a>(
+    written: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let allowed = (written.chars().count() / 3).max(1);
     candidates
         .into_iter()
@@ -416,11 +419,11 @@ impl miette::SourceCode for NamedText<'_> {
         context_lines_before: usize,
         context_lines_after: usize,
     ) -> Result<Box<dyn miette::SpanContents<'b> + 'b>, miette::MietteError> {
-        let inner = self
-            .0
-            .text
-            .as_str()
-            .read_span(span, context_lines_before, context_lines_after)?;
+        let inner =
+            self.0
+                .text
+                .as_str()
+                .read_span(span, context_lines_before, context_lines_after)?;
         // miette counts columns in bytes; people (and our JSON) count characters.
         let (_, column) = self.0.line_col(inner.span().offset());
         Ok(Box::new(miette::MietteSpanContents::new_named(
@@ -450,9 +453,9 @@ mod tests {
     #[test]
     fn codes_are_unique_kebab_case() {
         let mut names: Vec<_> = Code::ALL.iter().map(|c| c.name()).collect();
-        assert!(names
-            .iter()
-            .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit())));
+        assert!(names.iter().all(|n| n
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit())));
         names.sort();
         names.dedup();
         assert_eq!(names.len(), Code::ALL.len());

@@ -126,7 +126,7 @@ impl Lower<'_> {
                 Item::TagRule(TagRule { tag, expr, span })
             }
             Rule::policy => Item::Policy(self.policy(pair)),
-            Rule::campaign => Item::Campaign(self.campaign(pair)?),
+            Rule::campaign => Item::Campaign(Box::new(self.campaign(pair)?)),
             _ => return None,
         })
     }
@@ -160,9 +160,14 @@ impl Lower<'_> {
                     .map(|t| format!("did you mean `{t}`?"))
                     .or_else(|| did_you_mean(name, Type::ALL.iter().map(|(n, _)| *n)))
                     .unwrap_or_else(|| {
-                        "the types are `text`, `number`, `bool`, `time`, `duration` and `zone`".into()
+                        "the types are `text`, `number`, `bool`, `time`, `duration` and `zone`"
+                            .into()
                     });
-                let d = self.report(Code::UnknownType, name_span, format!("unknown type `{name}`"));
+                let d = self.report(
+                    Code::UnknownType,
+                    name_span,
+                    format!("unknown type `{name}`"),
+                );
                 d.primary.text = "not a type".into();
                 d.help = Some(help);
                 None
@@ -331,7 +336,9 @@ impl Lower<'_> {
                 }
             }
             Rule::fallback_clause => {
-                let Some(delivery) = self.delivery(clause) else { return };
+                let Some(delivery) = self.delivery(clause) else {
+                    return;
+                };
                 match actions.last_mut() {
                     Some(Action::Send(send)) => send.fallbacks.push(delivery),
                     _ => {
@@ -342,7 +349,8 @@ impl Lower<'_> {
                             "`fallback` must follow a `send`",
                         );
                         d.primary.text = "no `send` right before this".into();
-                        d.help = Some("put the `fallback` directly after the `send` it backs up".into());
+                        d.help =
+                            Some("put the `fallback` directly after the `send` it backs up".into());
                         // Still an action: the campaign is not also reported as doing nothing.
                         actions.push(Action::Send(Send {
                             primary: delivery,
@@ -362,7 +370,9 @@ impl Lower<'_> {
                 }
             }
             Rule::split_clause => {
-                let arms = parts(clause).filter_map(|arm| self.split_arm(arm)).collect();
+                let arms = parts(clause)
+                    .filter_map(|arm| self.split_arm(arm))
+                    .collect();
                 actions.push(Action::Split(Split { arms, span }));
             }
             _ => {}
@@ -529,7 +539,7 @@ impl Lower<'_> {
                     match part.as_rule() {
                         Rule::where_clause => filter = self.where_clause(part),
                         Rule::occurrence => occurrence = self.occurrence(part),
-                        _ => unless = self.unless(part),
+                        _ => unless = self.unless(part).map(Box::new),
                     }
                 }
                 TriggerKind::On {
@@ -635,7 +645,10 @@ impl Lower<'_> {
         let span = self.span(&pair);
         let kind = match pair.as_rule() {
             Rule::paren | Rule::where_paren => {
-                let inner = pair.into_inner().next().expect("parentheses hold an expression");
+                let inner = pair
+                    .into_inner()
+                    .next()
+                    .expect("parentheses hold an expression");
                 let mut expr = self.expr(inner);
                 expr.span = span;
                 return expr;
@@ -751,7 +764,10 @@ impl Lower<'_> {
                 // `within last`, `since` and `between` are windows; rebuild from this pair.
                 let window = match rule {
                     Rule::within_last => inner.next().map(|d| Window::WithinLast(self.duration(d))),
-                    Rule::since => inner.next().and_then(|d| self.datetime(d)).map(Window::Since),
+                    Rule::since => inner
+                        .next()
+                        .and_then(|d| self.datetime(d))
+                        .map(Window::Since),
                     _ => {
                         let from = inner.next().and_then(|d| self.datetime(d));
                         let to = inner.next().and_then(|d| self.datetime(d));
@@ -834,7 +850,9 @@ impl Lower<'_> {
                 out.push(c);
                 continue;
             }
-            let Some((_, escape)) = chars.next() else { break };
+            let Some((_, escape)) = chars.next() else {
+                break;
+            };
             let decoded = match escape {
                 '"' => Some('"'),
                 '\\' => Some('\\'),
@@ -871,7 +889,11 @@ impl Lower<'_> {
 
     fn integer(&mut self, pair: P<'_>) -> Count {
         let span = self.span(&pair);
-        let value = pair.as_str().parse::<u64>().ok().filter(|n| *n <= MAX_COUNT);
+        let value = pair
+            .as_str()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n <= MAX_COUNT);
         let value = value.unwrap_or_else(|| {
             let d = Diagnostic::new(
                 Code::NumberTooLarge,
@@ -896,9 +918,14 @@ impl Lower<'_> {
         let text = pair.as_str();
         match duration_seconds(text) {
             Some(0) => {
-                let d = Diagnostic::new(Code::ZeroDuration, self.file, span, format!("duration `{text}` is zero"))
-                    .label("zero")
-                    .help("durations must be greater than zero, e.g. `10m`");
+                let d = Diagnostic::new(
+                    Code::ZeroDuration,
+                    self.file,
+                    span,
+                    format!("duration `{text}` is zero"),
+                )
+                .label("zero")
+                .help("durations must be greater than zero, e.g. `10m`");
                 self.diagnostics.push(d);
                 DurationLit { seconds: 0, span }
             }
@@ -1081,7 +1108,11 @@ pub fn parse_datetime(text: &str) -> Result<DateTimeValue, &'static str> {
         });
     }
     let rest = rest.strip_prefix([' ', 'T']).ok_or("a date-time")?;
-    let time_len = if rest.as_bytes().get(5) == Some(&b':') { 8 } else { 5 };
+    let time_len = if rest.as_bytes().get(5) == Some(&b':') {
+        8
+    } else {
+        5
+    };
     let time_text = rest.get(..time_len).ok_or("a time of day")?;
     let format = if time_len == 8 { "%H:%M:%S" } else { "%H:%M" };
     let time = NaiveTime::parse_from_str(time_text, format).map_err(|_| "a time of day")?;
@@ -1140,7 +1171,14 @@ mod tests {
         assert_eq!(utc.local.to_string(), "2026-03-01 09:00:30");
         assert!(parse_datetime("2026-02-30").is_err());
         assert!(parse_datetime("2026-03-01 25:00").is_err());
-        for junk in ["yesterday", "", "2026-03-01X", "2026-03-01 9", "2026-03-01 09:00+99:00", "2026-03-01 09:00城"] {
+        for junk in [
+            "yesterday",
+            "",
+            "2026-03-01X",
+            "2026-03-01 9",
+            "2026-03-01 09:00+99:00",
+            "2026-03-01 09:00城",
+        ] {
             assert!(parse_datetime(junk).is_err(), "{junk}");
         }
     }

@@ -43,7 +43,11 @@ pub fn parse_items(file: FileId, text: &str) -> ParsedFile<'_> {
         parsed.diagnostics.push(diagnostic);
         return parsed;
     }
-    let ParsedFile { items, unparsed, diagnostics } = &mut parsed;
+    let ParsedFile {
+        items,
+        unparsed,
+        diagnostics,
+    } = &mut parsed;
     let mut offset = 0;
     loop {
         // Checked by hand: a failed pest parse builds an error with line scans, once per item.
@@ -195,7 +199,11 @@ fn check_nesting(file: FileId, text: &str) -> Option<Diagnostic> {
                 {
                     i += 1;
                 }
-                run = if &bytes[token_start..i] == b"not" { run + 1 } else { 0 };
+                run = if &bytes[token_start..i] == b"not" {
+                    run + 1
+                } else {
+                    0
+                };
             }
             _ => run = 0,
         }
@@ -218,7 +226,12 @@ fn check_nesting(file: FileId, text: &str) -> Option<Diagnostic> {
 
 // ───────────────────────── syntax errors for people ─────────────────────────
 
-fn describe_error(file: FileId, text: &str, base: usize, error: &pest::error::Error<Rule>) -> Diagnostic {
+fn describe_error(
+    file: FileId,
+    text: &str,
+    base: usize,
+    error: &pest::error::Error<Rule>,
+) -> Diagnostic {
     let rule_position = base + error_position(error);
     let positives = match &error.variant {
         ErrorVariant::ParsingError { positives, .. } => positives.clone(),
@@ -269,13 +282,18 @@ fn unclosed_string(file: FileId, text: &str, position: usize) -> Diagnostic {
     let line_start = text[..position].rfind('\n').map_or(0, |i| i + 1);
     let open = text[line_start..position]
         .char_indices()
-        .filter(|(i, c)| *c == '"' && !text[line_start..line_start + i].ends_with('\\'))
+        .rev()
+        .find(|(i, c)| *c == '"' && !text[line_start..line_start + i].ends_with('\\'))
         .map(|(i, _)| line_start + i)
-        .last()
         .unwrap_or(position);
-    Diagnostic::new(Code::Syntax, file, Span::new(open, open + 1), "this text is not closed")
-        .label("opened here")
-        .help("end it with `\"` on the same line; write a line break as `\\n`")
+    Diagnostic::new(
+        Code::Syntax,
+        file,
+        Span::new(open, open + 1),
+        "this text is not closed",
+    )
+    .label("opened here")
+    .help("end it with `\"` on the same line; write a line break as `\\n`")
 }
 
 /// The word just before `position`, skipping whitespace.
@@ -310,7 +328,9 @@ fn expected_punctuation(item_text: &str) -> (usize, Vec<String>) {
     let result = NudgeParser::parse(Rule::item_at, item_text);
     pest::set_error_detail(false);
     let attempts = result.err().and_then(|e| e.parse_attempts());
-    let Some(attempts) = attempts else { return (0, Vec::new()) };
+    let Some(attempts) = attempts else {
+        return (0, Vec::new());
+    };
     let tokens = attempts
         .expected_tokens()
         .into_iter()
@@ -322,7 +342,10 @@ fn expected_punctuation(item_text: &str) -> (usize, Vec<String>) {
 }
 
 fn is_punctuation(token: &str) -> bool {
-    matches!(token, "{" | "}" | "(" | ")" | "[" | "]" | ":" | "," | ";" | "=" | "." | "?")
+    matches!(
+        token,
+        "{" | "}" | "(" | ")" | "[" | "]" | ":" | "," | ";" | "=" | "." | "?"
+    )
 }
 
 /// Local expectations first (what could continue the current clause), then the broad ones.
@@ -377,7 +400,9 @@ fn syntax_help(text: &str, found: Span, positives: &[Rule], expected: &[String])
     if "'‘’“”「」".contains(first) {
         return Some("write text in straight double quotes: `\"…\"`".to_string());
     }
-    if is_reserved(token) && (positives.contains(&Rule::ident) || expected.iter().any(|e| e.contains("name"))) {
+    if is_reserved(token)
+        && (positives.contains(&Rule::ident) || expected.iter().any(|e| e.contains("name")))
+    {
         return Some(format!(
             "`{token}` is a reserved word of the language; choose another name"
         ));
@@ -389,7 +414,9 @@ fn syntax_help(text: &str, found: Span, positives: &[Rule], expected: &[String])
             &token[..digits]
         ));
     }
-    if let Some(keyword) = crate::diagnostics::closest(token, expected_keywords(positives).iter().copied()) {
+    if let Some(keyword) =
+        crate::diagnostics::closest(token, expected_keywords(positives).iter().copied())
+    {
         return Some(format!("did you mean `{keyword}`?"));
     }
     if positives.contains(&Rule::string) && is_word_char(first) {
@@ -411,40 +438,76 @@ fn expected_keywords(positives: &[Rule]) -> Vec<&'static str> {
     }
     rules
         .into_iter()
-        .filter_map(|r| KEYWORDS.iter().find(|(rule, _)| *rule == r).map(|(_, word)| *word))
+        .filter_map(|r| {
+            KEYWORDS
+                .iter()
+                .find(|(rule, _)| *rule == r)
+                .map(|(_, word)| *word)
+        })
         .collect()
 }
 
 const KEYWORDS: &[(Rule, &str)] = &[
-    (Rule::kw_customer, "customer"), (Rule::kw_event, "event"), (Rule::kw_channel, "channel"),
-    (Rule::kw_segment, "segment"), (Rule::kw_campaign, "campaign"), (Rule::kw_tag, "tag"),
-    (Rule::kw_policy, "policy"), (Rule::kw_status, "status"), (Rule::kw_timezone, "timezone"),
-    (Rule::kw_start, "start"), (Rule::kw_end, "end"), (Rule::kw_audience, "audience"),
-    (Rule::kw_exclude, "exclude"), (Rule::kw_trigger, "trigger"), (Rule::kw_wait, "wait"),
-    (Rule::kw_quiet, "quiet"), (Rule::kw_pace, "pace"), (Rule::kw_cap, "cap"),
-    (Rule::kw_rate, "rate"), (Rule::kw_send, "send"), (Rule::kw_fallback, "fallback"),
-    (Rule::kw_add, "add"), (Rule::kw_remove, "remove"), (Rule::kw_split, "split"),
-    (Rule::kw_within, "within"), (Rule::kw_where, "where"), (Rule::kw_unless, "unless"),
-    (Rule::kw_between, "between"), (Rule::kw_since, "since"), (Rule::kw_contains, "contains"),
-    (Rule::kw_every, "every"), (Rule::kw_after, "after"), (Rule::kw_until, "until"),
+    (Rule::kw_customer, "customer"),
+    (Rule::kw_event, "event"),
+    (Rule::kw_channel, "channel"),
+    (Rule::kw_segment, "segment"),
+    (Rule::kw_campaign, "campaign"),
+    (Rule::kw_tag, "tag"),
+    (Rule::kw_policy, "policy"),
+    (Rule::kw_status, "status"),
+    (Rule::kw_timezone, "timezone"),
+    (Rule::kw_start, "start"),
+    (Rule::kw_end, "end"),
+    (Rule::kw_audience, "audience"),
+    (Rule::kw_exclude, "exclude"),
+    (Rule::kw_trigger, "trigger"),
+    (Rule::kw_wait, "wait"),
+    (Rule::kw_quiet, "quiet"),
+    (Rule::kw_pace, "pace"),
+    (Rule::kw_cap, "cap"),
+    (Rule::kw_rate, "rate"),
+    (Rule::kw_send, "send"),
+    (Rule::kw_fallback, "fallback"),
+    (Rule::kw_add, "add"),
+    (Rule::kw_remove, "remove"),
+    (Rule::kw_split, "split"),
+    (Rule::kw_within, "within"),
+    (Rule::kw_where, "where"),
+    (Rule::kw_unless, "unless"),
+    (Rule::kw_between, "between"),
+    (Rule::kw_since, "since"),
+    (Rule::kw_contains, "contains"),
+    (Rule::kw_every, "every"),
+    (Rule::kw_after, "after"),
+    (Rule::kw_until, "until"),
 ];
 
 fn is_reserved(word: &str) -> bool {
     NudgeParser::parse(Rule::ident, word).is_err()
-        && NudgeParser::parse(Rule::word, word).is_ok_and(|mut p| {
-            p.next().is_some_and(|w| w.as_str() == word)
-        })
+        && NudgeParser::parse(Rule::word, word)
+            .is_ok_and(|mut p| p.next().is_some_and(|w| w.as_str() == word))
 }
 
 /// Groups of alternatives that read better summarised.
 const GROUPS: &[(&str, &[Rule])] = &[
     (
         "a declaration, `segment`, `campaign`, `tag` rule or `policy`",
-        &[Rule::kw_customer, Rule::kw_campaign, Rule::kw_segment, Rule::kw_policy],
+        &[
+            Rule::kw_customer,
+            Rule::kw_campaign,
+            Rule::kw_segment,
+            Rule::kw_policy,
+        ],
     ),
     (
         "a campaign clause such as `audience`, `trigger` or `send`",
-        &[Rule::kw_audience, Rule::kw_trigger, Rule::kw_send, Rule::kw_wait],
+        &[
+            Rule::kw_audience,
+            Rule::kw_trigger,
+            Rule::kw_send,
+            Rule::kw_wait,
+        ],
     ),
     (
         "a condition such as `has tag \"…\"`, `did EVENT` or `customer.age >= 18`",
@@ -464,26 +527,65 @@ const GROUPS: &[(&str, &[Rule])] = &[
 fn group_members(markers: &[Rule]) -> &'static [Rule] {
     match markers[0] {
         Rule::kw_customer => &[
-            Rule::kw_customer, Rule::kw_event, Rule::kw_channel, Rule::kw_segment,
-            Rule::kw_campaign, Rule::kw_tag, Rule::kw_policy,
+            Rule::kw_customer,
+            Rule::kw_event,
+            Rule::kw_channel,
+            Rule::kw_segment,
+            Rule::kw_campaign,
+            Rule::kw_tag,
+            Rule::kw_policy,
         ],
         Rule::kw_audience => &[
-            Rule::kw_status, Rule::kw_timezone, Rule::kw_start, Rule::kw_end, Rule::kw_audience,
-            Rule::kw_exclude, Rule::kw_trigger, Rule::kw_wait, Rule::kw_quiet, Rule::kw_pace,
-            Rule::kw_cap, Rule::kw_rate, Rule::kw_send, Rule::kw_fallback, Rule::shorthand_channel,
-            Rule::kw_add, Rule::kw_remove, Rule::kw_split,
+            Rule::kw_status,
+            Rule::kw_timezone,
+            Rule::kw_start,
+            Rule::kw_end,
+            Rule::kw_audience,
+            Rule::kw_exclude,
+            Rule::kw_trigger,
+            Rule::kw_wait,
+            Rule::kw_quiet,
+            Rule::kw_pace,
+            Rule::kw_cap,
+            Rule::kw_rate,
+            Rule::kw_send,
+            Rule::kw_fallback,
+            Rule::shorthand_channel,
+            Rule::kw_add,
+            Rule::kw_remove,
+            Rule::kw_split,
         ],
         Rule::kw_has => &[
-            Rule::kw_not, Rule::paren, Rule::has_tag, Rule::kw_has, Rule::did, Rule::kw_did,
-            Rule::bool_lit, Rule::subject_test, Rule::attr_path, Rule::ident, Rule::kw_customer,
+            Rule::kw_not,
+            Rule::paren,
+            Rule::has_tag,
+            Rule::kw_has,
+            Rule::did,
+            Rule::kw_did,
+            Rule::bool_lit,
+            Rule::subject_test,
+            Rule::attr_path,
+            Rule::ident,
+            Rule::kw_customer,
         ],
         Rule::cmp_op => &[
-            Rule::cmp_op, Rule::kw_in, Rule::kw_not, Rule::kw_contains, Rule::kw_is,
-            Rule::kw_within, Rule::kw_since, Rule::kw_between,
+            Rule::cmp_op,
+            Rule::kw_in,
+            Rule::kw_not,
+            Rule::kw_contains,
+            Rule::kw_is,
+            Rule::kw_within,
+            Rule::kw_since,
+            Rule::kw_between,
         ],
         _ => &[
-            Rule::datetime, Rule::time_of_day, Rule::duration, Rule::percent, Rule::number,
-            Rule::string, Rule::bool_lit,
+            Rule::datetime,
+            Rule::time_of_day,
+            Rule::duration,
+            Rule::percent,
+            Rule::number,
+            Rule::string,
+            Rule::bool_lit,
         ],
     }
 }
@@ -601,7 +703,11 @@ mod tests {
 
     #[test]
     fn deep_parentheses_are_refused_before_parsing() {
-        let text = format!("segment s = {}true{}", "(".repeat(100_000), ")".repeat(100_000));
+        let text = format!(
+            "segment s = {}true{}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
         let parsed = parse_items(0, &text);
         assert!(parsed.items.is_empty());
         assert_eq!(parsed.diagnostics[0].code, Code::TooDeep);
@@ -629,6 +735,9 @@ mod tests {
         let parsed = parse_items(0, text);
         assert_eq!(parsed.diagnostics.len(), 2, "{:?}", parsed.diagnostics);
         assert_eq!(parsed.items.len(), 2);
-        assert_eq!(parsed.unparsed[0], ("segment".to_string(), Some("a".to_string())));
+        assert_eq!(
+            parsed.unparsed[0],
+            ("segment".to_string(), Some("a".to_string()))
+        );
     }
 }

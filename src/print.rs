@@ -92,7 +92,9 @@ fn ends_with_bare_name(expr: &Expr) -> bool {
         ExprKind::Name(_) => true,
         // Mirrors `Paren`: a right operand printed in parentheses ends with `)`.
         ExprKind::Or(_, right) => level(right) >= 2 && ends_with_bare_name(right),
-        ExprKind::And(_, right) | ExprKind::Not(right) => level(right) >= 3 && ends_with_bare_name(right),
+        ExprKind::And(_, right) | ExprKind::Not(right) => {
+            level(right) >= 3 && ends_with_bare_name(right)
+        }
         _ => false,
     }
 }
@@ -139,12 +141,24 @@ impl Display for Value {
 
 impl Display for DateTimeValue {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
-        let seconds = if self.local.and_utc().timestamp() % 60 == 0 { "" } else { ":%S" };
+        let seconds = if self.local.and_utc().timestamp() % 60 == 0 {
+            ""
+        } else {
+            ":%S"
+        };
         match self.offset {
-            None => write!(f, "{}", self.local.format(&format!("%Y-%m-%d %H:%M{seconds}"))),
+            None => write!(
+                f,
+                "{}",
+                self.local.format(&format!("%Y-%m-%d %H:%M{seconds}"))
+            ),
             Some(offset) => {
                 let zone = offset.to_string();
-                write!(f, "{}{zone}", self.local.format(&format!("%Y-%m-%dT%H:%M{seconds}")))
+                write!(
+                    f,
+                    "{}{zone}",
+                    self.local.format(&format!("%Y-%m-%dT%H:%M{seconds}"))
+                )
             }
         }
     }
@@ -156,7 +170,13 @@ pub fn duration(mut seconds: i64) -> String {
         return "0s".to_string();
     }
     let mut out = String::new();
-    for (unit, size) in [("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+    for (unit, size) in [
+        ("w", 604_800),
+        ("d", 86_400),
+        ("h", 3_600),
+        ("m", 60),
+        ("s", 1),
+    ] {
         if seconds >= size {
             out.push_str(&format!("{}{unit}", seconds / size));
             seconds %= size;

@@ -48,9 +48,14 @@ impl Sources {
                 let bad = Span::new(valid_up_to, valid_up_to + '\u{FFFD}'.len_utf8());
                 self.unreadable.insert(id);
                 self.diagnostics.push(
-                    Diagnostic::new(Code::InvalidUtf8, id, bad, format!("`{path}` is not UTF-8 text"))
-                        .label("this byte is not UTF-8")
-                        .help("save the file as UTF-8"),
+                    Diagnostic::new(
+                        Code::InvalidUtf8,
+                        id,
+                        bad,
+                        format!("`{path}` is not UTF-8 text"),
+                    )
+                    .label("this byte is not UTF-8")
+                    .help("save the file as UTF-8"),
                 );
                 id
             }
@@ -103,7 +108,10 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<(), LoadError> {
         .map_err(io)?;
     entries.sort();
     for entry in entries {
-        let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = entry
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if entry.is_dir() {
             if !name.starts_with('.') && name != "target" {
                 collect(&entry, files)?;

@@ -57,7 +57,13 @@ impl CronSchedule {
                 }
                 // The crate's message draws its own (translated) expression; keep only the reason.
                 cron::Schedule::from_str(&expr).map_err(|e| {
-                    lowercase_first(e.to_string().lines().last().unwrap_or("invalid schedule").trim())
+                    lowercase_first(
+                        e.to_string()
+                            .lines()
+                            .last()
+                            .unwrap_or("invalid schedule")
+                            .trim(),
+                    )
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -78,7 +84,9 @@ fn check_range(field: &str, name: &str, low: u32, high: u32) -> Result<(), Strin
     for item in field.split(',') {
         let (range, step) = item.split_once('/').unwrap_or((item, "1"));
         if step.parse::<u32>().map_or(true, |s| s == 0) {
-            return Err(format!("`{step}` is not a step in the {name} field `{field}`"));
+            return Err(format!(
+                "`{step}` is not a step in the {name} field `{field}`"
+            ));
         }
         for number in range.split('-') {
             if number == "*" || number == "?" || number.chars().any(|c| c.is_ascii_alphabetic()) {
@@ -87,7 +95,11 @@ fn check_range(field: &str, name: &str, low: u32, high: u32) -> Result<(), Strin
             match number.parse::<u32>() {
                 Ok(n) if (low..=high).contains(&n) => {}
                 Ok(n) => return Err(format!("{name} `{n}` is out of range ({low}–{high})")),
-                Err(_) => return Err(format!("`{number}` is not a number in the {name} field `{field}`")),
+                Err(_) => {
+                    return Err(format!(
+                        "`{number}` is not a number in the {name} field `{field}`"
+                    ))
+                }
             }
         }
     }
@@ -154,7 +166,9 @@ fn weekday_number(text: &str) -> Result<u32, String> {
         return if n <= 7 {
             Ok(n)
         } else {
-            Err(format!("weekday `{n}` is out of range: use 0–7 (0 and 7 are Sunday)"))
+            Err(format!(
+                "weekday `{n}` is out of range: use 0–7 (0 and 7 are Sunday)"
+            ))
         };
     }
     let lower = text.to_ascii_lowercase();
@@ -171,8 +185,13 @@ mod tests {
     use chrono::{Datelike, Timelike, Utc, Weekday};
 
     fn next(expr: &str, after: &str) -> DateTime<Utc> {
-        let after = DateTime::parse_from_rfc3339(after).unwrap().with_timezone(&Utc);
-        CronSchedule::parse(expr).unwrap().next_after(&after).unwrap()
+        let after = DateTime::parse_from_rfc3339(after)
+            .unwrap()
+            .with_timezone(&Utc);
+        CronSchedule::parse(expr)
+            .unwrap()
+            .next_after(&after)
+            .unwrap()
     }
 
     #[test]
@@ -199,10 +218,20 @@ mod tests {
 
     #[test]
     fn errors_are_readable() {
-        assert!(CronSchedule::parse("0 10 * *").unwrap_err().contains("5 fields"));
-        assert!(CronSchedule::parse("0 10 * * 8").unwrap_err().contains("out of range"));
-        assert_eq!(CronSchedule::parse("61 10 * * *").unwrap_err(), "minute `61` is out of range (0–59)");
-        assert_eq!(CronSchedule::parse("0 25 * * *").unwrap_err(), "hour `25` is out of range (0–23)");
+        assert!(CronSchedule::parse("0 10 * *")
+            .unwrap_err()
+            .contains("5 fields"));
+        assert!(CronSchedule::parse("0 10 * * 8")
+            .unwrap_err()
+            .contains("out of range"));
+        assert_eq!(
+            CronSchedule::parse("61 10 * * *").unwrap_err(),
+            "minute `61` is out of range (0–59)"
+        );
+        assert_eq!(
+            CronSchedule::parse("0 25 * * *").unwrap_err(),
+            "hour `25` is out of range (0–23)"
+        );
         assert!(CronSchedule::parse("0 23 * * *").is_ok());
         assert!(CronSchedule::parse("0 0 10 * * * 2027").is_ok());
     }

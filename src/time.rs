@@ -15,7 +15,7 @@ pub fn local_to_utc(zone: Tz, local: NaiveDateTime) -> DateTime<Utc> {
             // Inside a gap: the offset before the gap applies, which lands past it.
             let before = local - Duration::hours(3);
             let offset = match zone.from_local_datetime(&before) {
-                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.offset().clone(),
+                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => *t.offset(),
                 LocalResult::None => return Utc.from_utc_datetime(&local),
             };
             let utc = local - Duration::seconds(i64::from(offset_seconds(&offset)));
@@ -50,7 +50,9 @@ mod tests {
         let t = local_to_utc(chrono_tz::America::New_York, local("2026-03-08 02:30"));
         assert_eq!(t.to_rfc3339(), "2026-03-08T07:30:00+00:00");
         assert_eq!(
-            t.with_timezone(&chrono_tz::America::New_York).format("%H:%M").to_string(),
+            t.with_timezone(&chrono_tz::America::New_York)
+                .format("%H:%M")
+                .to_string(),
             "03:30"
         );
     }

@@ -34,26 +34,56 @@ fn the_example_rules_check_clean() {
     let output = nudge(&["check", "rules", NOW]);
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     assert_eq!(stdout(&output), "checked 7 files: no problems\n");
-    let json: serde_json::Value = serde_json::from_slice(&nudge(&["check", "rules", NOW, "--format", "json"]).stdout).unwrap();
-    assert_eq!(json, serde_json::json!({"diagnostics": [], "errors": 0, "warnings": 0}));
+    let json: serde_json::Value =
+        serde_json::from_slice(&nudge(&["check", "rules", NOW, "--format", "json"]).stdout)
+            .unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"diagnostics": [], "errors": 0, "warnings": 0})
+    );
 }
 
 #[test]
 fn errors_exit_1_and_every_file_is_reported() {
-    let dir = scratch("errors", &[
-        ("a.nudge", b"event purchase { amount: number }\nsegment s = did purchse\n"),
-        ("sub/b.nudge", b"segment t = did purchase where amont > 1\n"),
-        ("ignored.txt", b"not a rule file"),
-    ]);
+    let dir = scratch(
+        "errors",
+        &[
+            (
+                "a.nudge",
+                b"event purchase { amount: number }\nsegment s = did purchse\n",
+            ),
+            ("sub/b.nudge", b"segment t = did purchase where amont > 1\n"),
+            ("ignored.txt", b"not a rule file"),
+        ],
+    );
     let output = nudge(&["check", dir.to_str().unwrap(), NOW, "--format", "json"]);
     assert_eq!(output.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let codes: Vec<&str> = json["diagnostics"].as_array().unwrap().iter().map(|d| d["code"].as_str().unwrap()).collect();
-    assert!(codes.contains(&"nudge::unknown-event") && codes.contains(&"nudge::unknown-property"), "{codes:?}");
-    let first = json["diagnostics"].as_array().unwrap().iter().find(|d| d["code"] == "nudge::unknown-event").unwrap();
+    let codes: Vec<&str> = json["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    assert!(
+        codes.contains(&"nudge::unknown-event") && codes.contains(&"nudge::unknown-property"),
+        "{codes:?}"
+    );
+    let first = json["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["code"] == "nudge::unknown-event")
+        .unwrap();
     assert!(first["file"].as_str().unwrap().ends_with("a.nudge"));
-    assert_eq!((first["line"].as_u64(), first["column"].as_u64()), (Some(2), Some(17)));
-    assert_eq!((first["end_line"].as_u64(), first["end_column"].as_u64()), (Some(2), Some(24)));
+    assert_eq!(
+        (first["line"].as_u64(), first["column"].as_u64()),
+        (Some(2), Some(17))
+    );
+    assert_eq!(
+        (first["end_line"].as_u64(), first["end_column"].as_u64()),
+        (Some(2), Some(24))
+    );
     assert_eq!(first["message"], "unknown event `purchse`");
     assert_eq!(first["help"], "did you mean `purchase`?");
     assert_eq!(json["errors"], 2);
@@ -85,7 +115,10 @@ fn invalid_utf8_is_an_error_naming_the_file() {
     assert_eq!(output.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["diagnostics"][0]["code"], "nudge::invalid-utf8");
-    assert!(json["diagnostics"][0]["message"].as_str().unwrap().contains("bad.nudge"));
+    assert!(json["diagnostics"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("bad.nudge"));
     assert_eq!(json["diagnostics"][0]["column"], 22);
 }
 
@@ -98,14 +131,38 @@ fn bad_usage_exits_2() {
     let none = nudge(&["check", empty.to_str().unwrap()]);
     assert_eq!(none.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&none.stderr).contains("no `.nudge` files"));
-    assert_eq!(nudge(&["check", "--format", "xml", "rules"]).status.code(), Some(2));
-    assert_eq!(nudge(&["check", "--now", "yesterday", "rules"]).status.code(), Some(2));
+    assert_eq!(
+        nudge(&["check", "--format", "xml", "rules"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        nudge(&["check", "--now", "yesterday", "rules"])
+            .status
+            .code(),
+        Some(2)
+    );
     assert_eq!(nudge(&["frobnicate"]).status.code(), Some(2));
 }
 
 #[test]
 fn one_file_can_be_checked_with_its_schema() {
-    let output = nudge(&["check", "rules/schema.nudge", "rules/seed002_growth.nudge", NOW]);
+    let output = nudge(&[
+        "check",
+        "rules/schema.nudge",
+        "rules/seed002_growth.nudge",
+        NOW,
+    ]);
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     assert!(Path::new("rules/seed002_growth.nudge").exists());
+}
+
+#[test]
+fn the_readme_lists_every_diagnostic_code() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    for code in nudge::diagnostics::Code::ALL {
+        assert!(
+            readme.contains(&format!("`{code}`")),
+            "README.md does not document `{code}`"
+        );
+    }
 }

@@ -61,13 +61,19 @@ fn every_code_has_an_invalid_example() {
             !found
         })
         .collect();
-    assert!(missing.is_empty(), "no tests/invalid/<code>.nudge for: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "no tests/invalid/<code>.nudge for: {missing:?}"
+    );
 }
 
 #[test]
 fn the_shared_schema_checks_clean() {
     let mut sources = Sources::default();
-    sources.add("schema.nudge", std::fs::read_to_string("tests/fixtures/schema.nudge").unwrap());
+    sources.add(
+        "schema.nudge",
+        std::fs::read_to_string("tests/fixtures/schema.nudge").unwrap(),
+    );
     let project = project::analyze(sources, &CheckOptions { now: now() });
     assert!(project.diagnostics.is_empty(), "{:#?}", project.diagnostics);
 }

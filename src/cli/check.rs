@@ -45,14 +45,21 @@ pub fn run(args: Args) -> u8 {
     };
     let project = project::analyze(sources, &options);
     let output = match args.format {
-        Format::Human => human(&project, Style {
-            color: super::use_color(std::io::stdout().is_terminal()),
-            width: terminal_width(),
-        }),
+        Format::Human => human(
+            &project,
+            Style {
+                color: super::use_color(std::io::stdout().is_terminal()),
+                width: terminal_width(),
+            },
+        ),
         Format::Json => json(&project),
     };
     let mut stdout = std::io::stdout().lock();
-    if stdout.write_all(output.as_bytes()).and_then(|_| stdout.flush()).is_err() {
+    if stdout
+        .write_all(output.as_bytes())
+        .and_then(|_| stdout.flush())
+        .is_err()
+    {
         return EXIT_USAGE;
     }
     let failed = project.errors() > 0 || (args.deny_warnings && project.warnings() > 0);

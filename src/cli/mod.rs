@@ -14,7 +14,11 @@ pub const EXIT_ERRORS: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "nudge", version, about = "Check and run marketing campaigns written in the Nudge language")]
+#[command(
+    name = "nudge",
+    version,
+    about = "Check and run marketing campaigns written in the Nudge language"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,5 +53,7 @@ pub fn parse_instant(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String
         .ok()
         .filter(|_| text.len() >= 10)
         .map(|v| crate::check::instant(&v, chrono_tz::Tz::UTC))
-        .ok_or_else(|| format!("`{text}` is not a time: write `2026-03-01T10:00:00Z` or `2026-03-01 10:00`"))
+        .ok_or_else(|| {
+            format!("`{text}` is not a time: write `2026-03-01T10:00:00Z` or `2026-03-01 10:00`")
+        })
 }
