@@ -457,11 +457,7 @@ impl<'a> Checker<'a> {
             self.check_timezone(tz);
         }
         if let Some(cap) = &policy.cap {
-            self.check_nonzero(
-                cap.count,
-                "`cap 0` blocks every delivery",
-                "a cap counts from 1, e.g. `cap 3 per customer per 1d`",
-            );
+            self.check_cap(cap);
         }
         if let Some(quiet) = &policy.quiet {
             self.check_quiet(quiet);
@@ -497,6 +493,14 @@ impl<'a> Checker<'a> {
                 .help(help);
             self.push(d);
         }
+    }
+
+    fn check_cap(&mut self, cap: &Cap) {
+        self.check_nonzero(
+            cap.count,
+            "`cap 0` blocks every delivery",
+            "a cap counts from 1, e.g. `cap 3 per customer per 1d`; to stop a campaign, set `status paused`",
+        );
     }
 
     fn check_quiet(&mut self, quiet: &Quiet) {
@@ -587,11 +591,7 @@ impl<'a> Checker<'a> {
             );
         }
         if let Some(cap) = &c.cap {
-            self.check_nonzero(
-                cap.count,
-                "`cap 0` blocks every delivery",
-                "to stop a campaign, set `status paused`",
-            );
+            self.check_cap(cap);
         }
         if let Some(rate) = &c.rate {
             self.check_nonzero(
