@@ -1,0 +1,507 @@
+//! Audience evaluation: is this customer in the audience at this instant?
+//!
+//! Expressions are compiled once against the schema — segment references inlined, literals typed,
+//! date-times resolved to instants in the right time zone — and then evaluated per customer, at
+//! the instant a trigger fires (LANGUAGE.md §7). Window boundaries, exactly:
+//! - `within last D` at instant t covers [t − D, t];
+//! - `since S` covers [S, t]; `between A and B` covers [A, B] (and never past t);
+//! - with no window, all history up to t.
+//!
+//! Events after t never count: the audience is decided at the moment the trigger fires.
+//! A test on a missing attribute or property is false (only `is not set` is true for it).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::DateTime;
+use chrono_tz::Tz;
+use serde_json::{Map, Value as Json};
+
+use crate::ast::*;
+use crate::check::{instant, Schema};
+
+/// Milliseconds since the Unix epoch, UTC: the engine's instant.
+pub type Millis = i64;
+
+/// One event of a customer's history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub name: String,
+    pub at: Millis,
+    pub properties: Map<String, Json>,
+}
+
+/// What evaluation needs to know about one customer. `events` are sorted by time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Customer {
+    pub id: String,
+    pub attributes: Map<String, Json>,
+    pub tags: HashSet<String>,
+    pub events: Vec<Event>,
+}
+
+/// A compiled condition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cond {
+    Const(bool),
+    And(Box<Cond>, Box<Cond>),
+    Or(Box<Cond>, Box<Cond>),
+    Not(Box<Cond>),
+    HasTag(String),
+    Did(Box<DidCond>),
+    Test {
+        source: Source,
+        ty: Type,
+        test: TestCond,
+    },
+}
+
+/// Where a tested value comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    Attribute(String),
+    Property(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DidCond {
+    pub negated: bool,
+    pub event: String,
+    pub filter: Option<Cond>,
+    pub count: (CountMode, u64),
+    pub window: Option<WindowCond>,
+}
+
+/// A window with its fixed ends resolved to instants.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WindowCond {
+    Last(Millis),
+    Since(Millis),
+    Between(Millis, Millis),
+}
+
+impl WindowCond {
+    /// The inclusive range this window covers when evaluated at `at`.
+    pub fn range(self, at: Millis) -> (Millis, Millis) {
+        match self {
+            WindowCond::Last(length) => (at.saturating_sub(length), at),
+            WindowCond::Since(from) => (from, at),
+            WindowCond::Between(from, to) => (from, to.min(at)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TestCond {
+    /// A bool value on its own.
+    IsTrue,
+    Compare(CmpOp, Scalar),
+    In { negated: bool, values: Vec<Scalar> },
+    Contains(String),
+    IsSet { negated: bool },
+    Window(WindowCond),
+}
+
+/// A typed value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scalar {
+    Text(String),
+    Number(f64),
+    Bool(bool),
+    Time(Millis),
+    Duration(i64),
+}
+
+/// Compiles expressions of one project; segment references are inlined (the checker has
+/// already refused cycles and unknown names).
+pub struct Compiler<'a> {
+    schema: &'a Schema,
+    segments: HashMap<&'a str, &'a Expr>,
+    /// The zone of date-times written without an offset.
+    zone: Tz,
+}
+
+impl<'a> Compiler<'a> {
+    pub fn new(schema: &'a Schema, modules: &'a [(FileId, Module)]) -> Compiler<'a> {
+        let segments = modules
+            .iter()
+            .flat_map(|(_, m)| &m.items)
+            .filter_map(|item| match item {
+                Item::Segment(s) => Some((s.name.name.as_str(), &s.expr)),
+                _ => None,
+            })
+            .collect();
+        Compiler {
+            schema,
+            segments,
+            zone: schema.default_timezone.unwrap_or(Tz::UTC),
+        }
+    }
+
+    /// Compiles a campaign-level expression, whose local date-times are in `zone`. Segments it
+    /// uses keep the project's zone, since campaigns share them.
+    pub fn compile_in(&self, expr: &Expr, zone: Tz) -> Cond {
+        let compiler = Compiler {
+            schema: self.schema,
+            segments: self.segments.clone(),
+            zone,
+        };
+        compiler.compile(expr, None)
+    }
+
+    /// Compiles an expression over customers (`event` is `None`) or over one event's properties.
+    pub fn compile(&self, expr: &Expr, event: Option<&str>) -> Cond {
+        match &expr.kind {
+            ExprKind::And(a, b) => Cond::And(
+                Box::new(self.compile(a, event)),
+                Box::new(self.compile(b, event)),
+            ),
+            ExprKind::Or(a, b) => Cond::Or(
+                Box::new(self.compile(a, event)),
+                Box::new(self.compile(b, event)),
+            ),
+            ExprKind::Not(inner) => Cond::Not(Box::new(self.compile(inner, event))),
+            ExprKind::Bool(b) => Cond::Const(*b),
+            ExprKind::HasTag(tag) => Cond::HasTag(tag.value.clone()),
+            ExprKind::Did(did) => Cond::Did(Box::new(self.compile_did(did))),
+            ExprKind::Name(name) => match event {
+                Some(_) => Cond::Test {
+                    source: Source::Property(name.name.clone()),
+                    ty: Type::Bool,
+                    test: TestCond::IsTrue,
+                },
+                None => match self.segments.get(name.name.as_str()) {
+                    // Segments are written in the project's zone, whatever campaign uses them.
+                    Some(segment) => {
+                        let zone = self.schema.default_timezone.unwrap_or(Tz::UTC);
+                        let compiler = Compiler {
+                            schema: self.schema,
+                            segments: self.segments.clone(),
+                            zone,
+                        };
+                        compiler.compile(segment, None)
+                    }
+                    None => Cond::Const(false),
+                },
+            },
+            ExprKind::Test { subject, test } => self.compile_test(subject, test.as_ref(), event),
+        }
+    }
+
+    fn compile_did(&self, did: &Did) -> DidCond {
+        let count = did
+            .count
+            .map_or((CountMode::AtLeast, 1), |c| (c.mode, c.n.value));
+        DidCond {
+            negated: did.negated,
+            event: did.event.name.clone(),
+            filter: did
+                .filter
+                .as_ref()
+                .map(|f| self.compile(f, Some(&did.event.name))),
+            count,
+            window: did.window.map(|w| self.window(w)),
+        }
+    }
+
+    fn window(&self, window: Window) -> WindowCond {
+        let at = |t: &DateTimeLit| instant(&t.value, self.zone).timestamp_millis();
+        match window {
+            Window::WithinLast(d) => WindowCond::Last(d.seconds.saturating_mul(1000)),
+            Window::Since(t) => WindowCond::Since(at(&t)),
+            Window::Between(a, b) => WindowCond::Between(at(&a), at(&b)),
+        }
+    }
+
+    fn compile_test(&self, subject: &Subject, test: Option<&Test>, event: Option<&str>) -> Cond {
+        let (source, ty) = match subject {
+            Subject::Attr(attr) => (
+                Source::Attribute(attr.name.name.clone()),
+                self.schema.attributes.get(&attr.name.name).map(|f| f.ty),
+            ),
+            Subject::Property(p) => (
+                Source::Property(p.name.clone()),
+                event
+                    .and_then(|e| self.schema.events.get(e))
+                    .and_then(|e| e.fields.get(&p.name))
+                    .map(|f| f.ty),
+            ),
+        };
+        let ty = ty.unwrap_or(Type::Text);
+        let test = match test.map(|t| &t.kind) {
+            None => TestCond::IsTrue,
+            Some(TestKind::Compare(op, literal)) => TestCond::Compare(*op, self.scalar(literal)),
+            Some(TestKind::In { negated, values }) => TestCond::In {
+                negated: *negated,
+                values: values.iter().map(|v| self.scalar(v)).collect(),
+            },
+            Some(TestKind::Contains(literal)) => match &literal.value {
+                Value::Text(t) => TestCond::Contains(t.clone()),
+                _ => TestCond::Contains(String::new()),
+            },
+            Some(TestKind::IsSet { negated }) => TestCond::IsSet { negated: *negated },
+            Some(TestKind::Window(w)) => TestCond::Window(self.window(*w)),
+        };
+        Cond::Test { source, ty, test }
+    }
+
+    fn scalar(&self, literal: &Literal) -> Scalar {
+        match &literal.value {
+            Value::Text(t) => Scalar::Text(t.clone()),
+            Value::Number(n) => Scalar::Number(*n),
+            Value::Bool(b) => Scalar::Bool(*b),
+            Value::DateTime(dt) => Scalar::Time(instant(dt, self.zone).timestamp_millis()),
+            Value::Duration(s) => Scalar::Duration(*s),
+            Value::TimeOfDay(t) => Scalar::Text(t.format("%H:%M").to_string()),
+        }
+    }
+}
+
+impl Cond {
+    /// Whether `customer` satisfies the condition at instant `at`.
+    pub fn eval(&self, customer: &Customer, at: Millis) -> bool {
+        self.eval_in(customer, None, at)
+    }
+
+    fn eval_in(&self, customer: &Customer, event: Option<&Event>, at: Millis) -> bool {
+        match self {
+            Cond::Const(b) => *b,
+            Cond::And(a, b) => a.eval_in(customer, event, at) && b.eval_in(customer, event, at),
+            Cond::Or(a, b) => a.eval_in(customer, event, at) || b.eval_in(customer, event, at),
+            Cond::Not(inner) => !inner.eval_in(customer, event, at),
+            Cond::HasTag(tag) => customer.tags.contains(tag),
+            Cond::Did(did) => did.eval(customer, at),
+            Cond::Test { source, ty, test } => {
+                let raw = match source {
+                    Source::Attribute(name) => customer.attributes.get(name),
+                    Source::Property(name) => event.and_then(|e| e.properties.get(name)),
+                };
+                let value = raw.and_then(|json| typed(json, *ty));
+                test.eval(value.as_ref(), at)
+            }
+        }
+    }
+
+    /// Whether one event satisfies a `where` condition.
+    pub fn matches_event(&self, customer: &Customer, event: &Event) -> bool {
+        self.eval_in(customer, Some(event), event.at)
+    }
+}
+
+impl DidCond {
+    /// How many of the customer's events match the event name, filter and window at `at`.
+    pub fn count_at(&self, customer: &Customer, at: Millis) -> u64 {
+        let (from, to) = self.window.map_or((Millis::MIN, at), |w| w.range(at));
+        let events = &customer.events;
+        let start = events.partition_point(|e| e.at < from);
+        let end = events.partition_point(|e| e.at <= to);
+        events[start..end.max(start)]
+            .iter()
+            .filter(|e| e.name == self.event)
+            .filter(|e| self.filter.as_ref().is_none_or(|f| f.matches_event(customer, e)))
+            .count() as u64
+    }
+
+    pub fn eval(&self, customer: &Customer, at: Millis) -> bool {
+        let count = self.count_at(customer, at);
+        let (mode, n) = self.count;
+        let holds = match mode {
+            CountMode::AtLeast => count >= n,
+            CountMode::AtMost => count <= n,
+            CountMode::Exactly => count == n,
+        };
+        holds != self.negated
+    }
+}
+
+impl TestCond {
+    fn eval(&self, value: Option<&Scalar>, at: Millis) -> bool {
+        let Some(value) = value else {
+            return matches!(self, TestCond::IsSet { negated: true });
+        };
+        match self {
+            TestCond::IsTrue => *value == Scalar::Bool(true),
+            TestCond::Compare(op, literal) => compare(value, literal).is_some_and(|o| op_holds(*op, o)),
+            TestCond::In { negated, values } => values.contains(value) != *negated,
+            TestCond::Contains(needle) => {
+                matches!(value, Scalar::Text(text) if text.contains(needle.as_str()))
+            }
+            TestCond::IsSet { negated } => !negated,
+            TestCond::Window(window) => match value {
+                Scalar::Time(t) => {
+                    let (from, to) = window.range(at);
+                    from <= *t && *t <= to
+                }
+                _ => false,
+            },
+        }
+    }
+}
+
+fn compare(a: &Scalar, b: &Scalar) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Scalar::Text(x), Scalar::Text(y)) => Some(x.cmp(y)),
+        (Scalar::Number(x), Scalar::Number(y)) => x.partial_cmp(y),
+        (Scalar::Bool(x), Scalar::Bool(y)) => Some(x.cmp(y)),
+        (Scalar::Time(x), Scalar::Time(y)) => Some(x.cmp(y)),
+        (Scalar::Duration(x), Scalar::Duration(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+fn op_holds(op: CmpOp, ordering: std::cmp::Ordering) -> bool {
+    use std::cmp::Ordering::*;
+    match op {
+        CmpOp::Eq => ordering == Equal,
+        CmpOp::Ne => ordering != Equal,
+        CmpOp::Lt => ordering == Less,
+        CmpOp::Le => ordering != Greater,
+        CmpOp::Gt => ordering == Greater,
+        CmpOp::Ge => ordering != Less,
+    }
+}
+
+/// A stored JSON value read as the declared type; `None` when missing or of another shape.
+/// Times are RFC 3339 strings, or dates (`2026-03-01`, midnight UTC); durations are seconds.
+pub fn typed(json: &Json, ty: Type) -> Option<Scalar> {
+    match (ty, json) {
+        (_, Json::Null) => None,
+        (Type::Text | Type::Zone, Json::String(s)) => Some(Scalar::Text(s.clone())),
+        (Type::Text | Type::Zone, Json::Number(n)) => Some(Scalar::Text(n.to_string())),
+        (Type::Number, Json::Number(n)) => n.as_f64().map(Scalar::Number),
+        (Type::Number, Json::String(s)) => s.trim().parse().ok().map(Scalar::Number),
+        (Type::Bool, Json::Bool(b)) => Some(Scalar::Bool(*b)),
+        (Type::Time, Json::String(s)) => parse_time(s).map(Scalar::Time),
+        (Type::Duration, Json::Number(n)) => n.as_i64().map(Scalar::Duration),
+        _ => None,
+    }
+}
+
+/// RFC 3339, or a plain date at midnight UTC.
+pub fn parse_time(text: &str) -> Option<Millis> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::CheckOptions;
+
+    const SCHEMA: &str = r#"
+        customer { age: number  city: text  vip: bool  registered_at: time  phone: text? }
+        event purchase { amount: number, sku: text }
+        event share
+    "#;
+
+    fn ms(text: &str) -> Millis {
+        DateTime::parse_from_rfc3339(text).unwrap().timestamp_millis()
+    }
+
+    /// Compiles `segment s = EXPR` in a project with SCHEMA (and `policy { timezone ZONE }`).
+    fn cond(expr: &str, zone: Option<&str>) -> Cond {
+        let mut sources = crate::project::Sources::default();
+        sources.add("schema.nudge", SCHEMA);
+        let policy = zone.map(|z| format!("policy {{ timezone \"{z}\" }}")).unwrap_or_default();
+        sources.add("s.nudge", format!("{policy}\nsegment s = {expr}"));
+        let now = "2026-11-21T00:00:00Z".parse().unwrap();
+        let project = crate::project::analyze(sources, &CheckOptions { now });
+        let errors: Vec<_> = project.diagnostics.iter().filter(|d| d.is_error()).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        let schema = project.schema();
+        let compiler = Compiler::new(&schema, &project.modules);
+        let expr = project.modules[1].1.items.iter().find_map(|i| match i {
+            Item::Segment(s) => Some(s.expr.clone()),
+            _ => None,
+        });
+        compiler.compile(&expr.unwrap(), None)
+    }
+
+    fn customer(events: &[(&str, &str, Json)]) -> Customer {
+        Customer {
+            id: "c1".into(),
+            attributes: serde_json::json!({"age": 30, "city": "上海", "vip": true,
+                "registered_at": "2026-03-01T00:00:00Z"})
+            .as_object()
+            .unwrap()
+            .clone(),
+            tags: ["VIP".to_string()].into(),
+            events: events
+                .iter()
+                .map(|(name, at, props)| Event {
+                    name: name.to_string(),
+                    at: ms(at),
+                    properties: props.as_object().cloned().unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn within_last_includes_both_ends() {
+        let c = cond("did share within last 1h", None);
+        let who = customer(&[("share", "2026-03-01T10:00:00Z", Json::Null)]);
+        assert!(c.eval(&who, ms("2026-03-01T10:00:00Z")), "at t itself");
+        assert!(c.eval(&who, ms("2026-03-01T11:00:00Z")), "exactly D before t");
+        assert!(!c.eval(&who, ms("2026-03-01T11:00:00.001Z")), "just over D before t");
+        assert!(!c.eval(&who, ms("2026-03-01T09:59:59.999Z")), "events after t never count");
+    }
+
+    #[test]
+    fn counts_filters_and_negation() {
+        let c = cond("did purchase where amount > 100 at least 2 times within last 30d", None);
+        let events = [
+            ("purchase", "2026-03-01T10:00:00Z", serde_json::json!({"amount": 150})),
+            ("purchase", "2026-03-02T10:00:00Z", serde_json::json!({"amount": 50})),
+            ("purchase", "2026-03-03T10:00:00Z", serde_json::json!({"amount": 101})),
+        ];
+        let who = customer(&events);
+        assert!(c.eval(&who, ms("2026-03-10T00:00:00Z")));
+        assert!(!c.eval(&who, ms("2026-03-02T12:00:00Z")), "only one big purchase by then");
+        let none = cond("did not share", None);
+        assert!(none.eval(&who, ms("2026-03-10T00:00:00Z")));
+        let at_most = cond("did purchase at most 2 times", None);
+        assert!(!at_most.eval(&who, ms("2026-03-10T00:00:00Z")));
+        let exactly = cond("did purchase exactly 3 times", None);
+        assert!(exactly.eval(&who, ms("2026-03-10T00:00:00Z")));
+        let fewer = cond("did not purchase at least 4 times", None);
+        assert!(fewer.eval(&who, ms("2026-03-10T00:00:00Z")));
+    }
+
+    #[test]
+    fn between_is_inclusive_and_local_to_the_project_zone() {
+        // 2026-03-01 09:00 in Shanghai is 01:00 UTC.
+        let c = cond("did share between 2026-03-01 09:00 and 2026-03-01 10:00", Some("Asia/Shanghai"));
+        let at_start = customer(&[("share", "2026-03-01T01:00:00Z", Json::Null)]);
+        let at_end = customer(&[("share", "2026-03-01T02:00:00Z", Json::Null)]);
+        let after = customer(&[("share", "2026-03-01T02:00:00.001Z", Json::Null)]);
+        let now = ms("2026-04-01T00:00:00Z");
+        assert!(c.eval(&at_start, now) && c.eval(&at_end, now) && !c.eval(&after, now));
+    }
+
+    #[test]
+    fn attribute_tests() {
+        let who = customer(&[]);
+        let now = ms("2026-03-10T00:00:00Z");
+        for (expr, expected) in [
+            ("customer.age >= 30", true),
+            ("customer.age > 30", false),
+            ("customer.city in [\"上海\", \"北京\"]", true),
+            ("customer.city not in [\"上海\"]", false),
+            ("customer.city contains \"海\"", true),
+            ("customer.vip", true),
+            ("not customer.vip or has tag \"VIP\"", true),
+            ("customer.phone is set", false),
+            ("customer.phone is not set", true),
+            ("customer.phone == \"1\" or customer.phone != \"1\"", false),
+            ("customer.registered_at within last 9d", true),
+            ("customer.registered_at within last 8d", false),
+            ("customer.registered_at since 2026-03-01", true),
+            ("customer.registered_at < 2026-03-01 00:00", false),
+        ] {
+            assert_eq!(cond(expr, None).eval(&who, now), expected, "{expr}");
+        }
+    }
+}
