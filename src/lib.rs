@@ -9,6 +9,7 @@ pub mod ast;
 pub mod check;
 pub mod cli;
 pub mod diagnostics;
+pub mod estimate;
 pub mod eval;
 pub mod lower;
 pub mod parse;

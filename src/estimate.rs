@@ -1,0 +1,196 @@
+//! Audience estimates (seed 002's "audience estimate", seed 001's live counts while editing).
+//!
+//! One pass over all customers evaluates every campaign per customer: for each top-level `and`
+//! clause of the audience, how many customers pass it alone and how many pass it together with
+//! every clause before it (the funnel), then how many of those `exclude` removes.
+
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::ast::{Campaign, Expr, ExprKind};
+use crate::eval::{Compiler, Cond, Customer, Millis};
+
+/// A campaign's audience, compiled for counting.
+pub struct AudiencePlan {
+    pub campaign: String,
+    clauses: Vec<(String, Cond)>,
+    exclude: Option<(String, Cond)>,
+}
+
+impl AudiencePlan {
+    pub fn new(compiler: &Compiler<'_>, campaign: &Campaign, zone: Tz) -> AudiencePlan {
+        let clauses = match &campaign.audience {
+            Some(audience) => conjuncts(audience)
+                .into_iter()
+                .map(|clause| (clause.to_string(), compiler.compile_in(clause, zone)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let exclude = campaign
+            .exclude
+            .as_ref()
+            .map(|e| (e.to_string(), compiler.compile_in(e, zone)));
+        AudiencePlan {
+            campaign: campaign.name.value.clone(),
+            clauses,
+            exclude,
+        }
+    }
+}
+
+/// The top-level `and` clauses of an expression, in order.
+pub fn conjuncts(expr: &Expr) -> Vec<&Expr> {
+    match &expr.kind {
+        ExprKind::And(a, b) => {
+            let mut clauses = conjuncts(a);
+            clauses.extend(conjuncts(b));
+            clauses
+        }
+        _ => vec![expr],
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Estimate {
+    pub campaign: String,
+    /// Every customer in the store.
+    pub customers: u64,
+    pub clauses: Vec<ClauseCount>,
+    pub exclude: Option<ClauseCount>,
+    /// In the audience and not excluded.
+    pub audience: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClauseCount {
+    pub clause: String,
+    /// Customers for whom this clause holds.
+    pub alone: u64,
+    /// Customers for whom this clause and every clause before it hold (for `exclude`: how many
+    /// of the audience it removes).
+    pub cumulative: u64,
+}
+
+/// Counts every plan's funnel at instant `at` in one pass over `customers`.
+pub fn estimate(
+    plans: &[AudiencePlan],
+    customers: impl IntoIterator<Item = Customer>,
+    at: Millis,
+) -> Vec<Estimate> {
+    let mut results: Vec<Estimate> = plans
+        .iter()
+        .map(|plan| Estimate {
+            campaign: plan.campaign.clone(),
+            customers: 0,
+            clauses: plan
+                .clauses
+                .iter()
+                .map(|(clause, _)| ClauseCount {
+                    clause: clause.clone(),
+                    alone: 0,
+                    cumulative: 0,
+                })
+                .collect(),
+            exclude: plan.exclude.as_ref().map(|(clause, _)| ClauseCount {
+                clause: clause.clone(),
+                alone: 0,
+                cumulative: 0,
+            }),
+            audience: 0,
+        })
+        .collect();
+    for customer in customers {
+        for (plan, result) in plans.iter().zip(results.iter_mut()) {
+            count_customer(plan, result, &customer, at);
+        }
+    }
+    results
+}
+
+fn count_customer(plan: &AudiencePlan, result: &mut Estimate, customer: &Customer, at: Millis) {
+    result.customers += 1;
+    let mut in_audience = true;
+    for ((_, cond), count) in plan.clauses.iter().zip(result.clauses.iter_mut()) {
+        let holds = cond.eval(customer, at);
+        count.alone += u64::from(holds);
+        in_audience &= holds;
+        count.cumulative += u64::from(in_audience);
+    }
+    let excluded = match (&plan.exclude, result.exclude.as_mut()) {
+        (Some((_, cond)), Some(count)) => {
+            let holds = cond.eval(customer, at);
+            count.alone += u64::from(holds);
+            count.cumulative += u64::from(holds && in_audience);
+            holds
+        }
+        _ => false,
+    };
+    result.audience += u64::from(in_audience && !excluded);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ast::Item;
+    use crate::check::CheckOptions;
+    use crate::eval::Event;
+
+    fn plan_and_customers() -> (Vec<AudiencePlan>, Vec<Customer>) {
+        let mut sources = crate::project::Sources::default();
+        sources.add(
+            "a.nudge",
+            r#"customer { age: number }
+               event purchase
+               campaign "c" {
+                 audience customer.age >= 18 and did purchase and has tag "VIP"
+                 exclude has tag "投诉客户"
+                 trigger at 2027-01-01 10:00
+                 send task "call" assign ["alice"]
+               }"#,
+        );
+        let now = "2026-11-21T00:00:00Z".parse().unwrap();
+        let project = crate::project::analyze(sources, &CheckOptions { now });
+        assert!(project.errors() == 0, "{:#?}", project.diagnostics);
+        let schema = project.schema();
+        let compiler = Compiler::new(&schema, &project.modules);
+        let plans = project.modules[0]
+            .1
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Campaign(c) => Some(AudiencePlan::new(&compiler, c, Tz::UTC)),
+                _ => None,
+            })
+            .collect();
+        let person = |age: u32, bought: bool, tags: &[&str]| Customer {
+            id: format!("c{age}"),
+            attributes: serde_json::json!({ "age": age }).as_object().unwrap().clone(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            events: if bought {
+                vec![Event { name: "purchase".into(), at: 0, properties: Default::default() }]
+            } else {
+                Vec::new()
+            },
+        };
+        let customers = vec![
+            person(30, true, &["VIP"]),
+            person(31, true, &["VIP", "投诉客户"]),
+            person(17, true, &["VIP"]),
+            person(40, false, &["VIP"]),
+            person(50, true, &[]),
+        ];
+        (plans, customers)
+    }
+
+    #[test]
+    fn funnel_counts_alone_and_cumulative() {
+        let (plans, customers) = plan_and_customers();
+        let [result] = estimate(&plans, customers, 1_000).try_into().unwrap();
+        let counts: Vec<(u64, u64)> = result.clauses.iter().map(|c| (c.alone, c.cumulative)).collect();
+        assert_eq!(counts, vec![(4, 4), (4, 3), (4, 2)]);
+        assert_eq!(result.clauses[1].clause, "did purchase");
+        let exclude = result.exclude.unwrap();
+        assert_eq!((exclude.alone, exclude.cumulative), (1, 1));
+        assert_eq!((result.customers, result.audience), (5, 1));
+    }
+}
