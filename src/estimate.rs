@@ -164,10 +164,17 @@ mod tests {
             .collect();
         let person = |age: u32, bought: bool, tags: &[&str]| Customer {
             id: format!("c{age}"),
-            attributes: serde_json::json!({ "age": age }).as_object().unwrap().clone(),
+            attributes: serde_json::json!({ "age": age })
+                .as_object()
+                .unwrap()
+                .clone(),
             tags: tags.iter().map(|t| t.to_string()).collect(),
             events: if bought {
-                vec![Event { name: "purchase".into(), at: 0, properties: Default::default() }]
+                vec![Event {
+                    name: "purchase".into(),
+                    at: 0,
+                    properties: Default::default(),
+                }]
             } else {
                 Vec::new()
             },
@@ -186,7 +193,11 @@ mod tests {
     fn funnel_counts_alone_and_cumulative() {
         let (plans, customers) = plan_and_customers();
         let [result] = estimate(&plans, customers, 1_000).try_into().unwrap();
-        let counts: Vec<(u64, u64)> = result.clauses.iter().map(|c| (c.alone, c.cumulative)).collect();
+        let counts: Vec<(u64, u64)> = result
+            .clauses
+            .iter()
+            .map(|c| (c.alone, c.cumulative))
+            .collect();
         assert_eq!(counts, vec![(4, 4), (4, 3), (4, 2)]);
         assert_eq!(result.clauses[1].clause, "did purchase");
         let exclude = result.exclude.unwrap();

@@ -95,9 +95,14 @@ pub enum TestCond {
     /// A bool value on its own.
     IsTrue,
     Compare(CmpOp, Scalar),
-    In { negated: bool, values: Vec<Scalar> },
+    In {
+        negated: bool,
+        values: Vec<Scalar>,
+    },
     Contains(String),
-    IsSet { negated: bool },
+    IsSet {
+        negated: bool,
+    },
     Window(WindowCond),
 }
 
@@ -297,7 +302,11 @@ impl DidCond {
         events[start..end.max(start)]
             .iter()
             .filter(|e| e.name == self.event)
-            .filter(|e| self.filter.as_ref().is_none_or(|f| f.matches_event(customer, e)))
+            .filter(|e| {
+                self.filter
+                    .as_ref()
+                    .is_none_or(|f| f.matches_event(customer, e))
+            })
             .count() as u64
     }
 
@@ -320,7 +329,9 @@ impl TestCond {
         };
         match self {
             TestCond::IsTrue => *value == Scalar::Bool(true),
-            TestCond::Compare(op, literal) => compare(value, literal).is_some_and(|o| op_holds(*op, o)),
+            TestCond::Compare(op, literal) => {
+                compare(value, literal).is_some_and(|o| op_holds(*op, o))
+            }
             TestCond::In { negated, values } => values.contains(value) != *negated,
             TestCond::Contains(needle) => {
                 matches!(value, Scalar::Text(text) if text.contains(needle.as_str()))
@@ -397,18 +408,26 @@ mod tests {
     "#;
 
     fn ms(text: &str) -> Millis {
-        DateTime::parse_from_rfc3339(text).unwrap().timestamp_millis()
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_millis()
     }
 
     /// Compiles `segment s = EXPR` in a project with SCHEMA (and `policy { timezone ZONE }`).
     fn cond(expr: &str, zone: Option<&str>) -> Cond {
         let mut sources = crate::project::Sources::default();
         sources.add("schema.nudge", SCHEMA);
-        let policy = zone.map(|z| format!("policy {{ timezone \"{z}\" }}")).unwrap_or_default();
+        let policy = zone
+            .map(|z| format!("policy {{ timezone \"{z}\" }}"))
+            .unwrap_or_default();
         sources.add("s.nudge", format!("{policy}\nsegment s = {expr}"));
         let now = "2026-11-21T00:00:00Z".parse().unwrap();
         let project = crate::project::analyze(sources, &CheckOptions { now });
-        let errors: Vec<_> = project.diagnostics.iter().filter(|d| d.is_error()).collect();
+        let errors: Vec<_> = project
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .collect();
         assert!(errors.is_empty(), "{errors:#?}");
         let schema = project.schema();
         let compiler = Compiler::new(&schema, &project.modules);
@@ -444,22 +463,49 @@ mod tests {
         let c = cond("did share within last 1h", None);
         let who = customer(&[("share", "2026-03-01T10:00:00Z", Json::Null)]);
         assert!(c.eval(&who, ms("2026-03-01T10:00:00Z")), "at t itself");
-        assert!(c.eval(&who, ms("2026-03-01T11:00:00Z")), "exactly D before t");
-        assert!(!c.eval(&who, ms("2026-03-01T11:00:00.001Z")), "just over D before t");
-        assert!(!c.eval(&who, ms("2026-03-01T09:59:59.999Z")), "events after t never count");
+        assert!(
+            c.eval(&who, ms("2026-03-01T11:00:00Z")),
+            "exactly D before t"
+        );
+        assert!(
+            !c.eval(&who, ms("2026-03-01T11:00:00.001Z")),
+            "just over D before t"
+        );
+        assert!(
+            !c.eval(&who, ms("2026-03-01T09:59:59.999Z")),
+            "events after t never count"
+        );
     }
 
     #[test]
     fn counts_filters_and_negation() {
-        let c = cond("did purchase where amount > 100 at least 2 times within last 30d", None);
+        let c = cond(
+            "did purchase where amount > 100 at least 2 times within last 30d",
+            None,
+        );
         let events = [
-            ("purchase", "2026-03-01T10:00:00Z", serde_json::json!({"amount": 150})),
-            ("purchase", "2026-03-02T10:00:00Z", serde_json::json!({"amount": 50})),
-            ("purchase", "2026-03-03T10:00:00Z", serde_json::json!({"amount": 101})),
+            (
+                "purchase",
+                "2026-03-01T10:00:00Z",
+                serde_json::json!({"amount": 150}),
+            ),
+            (
+                "purchase",
+                "2026-03-02T10:00:00Z",
+                serde_json::json!({"amount": 50}),
+            ),
+            (
+                "purchase",
+                "2026-03-03T10:00:00Z",
+                serde_json::json!({"amount": 101}),
+            ),
         ];
         let who = customer(&events);
         assert!(c.eval(&who, ms("2026-03-10T00:00:00Z")));
-        assert!(!c.eval(&who, ms("2026-03-02T12:00:00Z")), "only one big purchase by then");
+        assert!(
+            !c.eval(&who, ms("2026-03-02T12:00:00Z")),
+            "only one big purchase by then"
+        );
         let none = cond("did not share", None);
         assert!(none.eval(&who, ms("2026-03-10T00:00:00Z")));
         let at_most = cond("did purchase at most 2 times", None);
@@ -473,7 +519,10 @@ mod tests {
     #[test]
     fn between_is_inclusive_and_local_to_the_project_zone() {
         // 2026-03-01 09:00 in Shanghai is 01:00 UTC.
-        let c = cond("did share between 2026-03-01 09:00 and 2026-03-01 10:00", Some("Asia/Shanghai"));
+        let c = cond(
+            "did share between 2026-03-01 09:00 and 2026-03-01 10:00",
+            Some("Asia/Shanghai"),
+        );
         let at_start = customer(&[("share", "2026-03-01T01:00:00Z", Json::Null)]);
         let at_end = customer(&[("share", "2026-03-01T02:00:00Z", Json::Null)]);
         let after = customer(&[("share", "2026-03-01T02:00:00.001Z", Json::Null)]);

@@ -9,7 +9,10 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, TimeZone};
+use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Utc, Weekday};
+use chrono_tz::Tz;
+
+use crate::ast::DayOfWeekSet;
 
 #[derive(Clone, Debug)]
 pub struct CronSchedule {
@@ -106,6 +109,45 @@ fn check_range(field: &str, name: &str, low: u32, high: u32) -> Result<(), Strin
     Ok(())
 }
 
+/// The instants in `(after, until]` at which `every DAYS at TIMES` fires, in `zone`'s wall-clock
+/// time: `every day at 10:00` is 10:00 local on both sides of a daylight-saving change. A time
+/// that does not exist that day (clocks jump over it) fires just past the jump (see `time`).
+pub fn day_fire_times(
+    days: &[DayOfWeekSet],
+    times: &[NaiveTime],
+    zone: Tz,
+    after: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Vec<DateTime<Utc>> {
+    let mut fires = Vec::new();
+    // Local dates that can hold a fire time in the range (a day either side for offsets).
+    let mut date = after.with_timezone(&zone).date_naive() - Duration::days(1);
+    let last = until.with_timezone(&zone).date_naive() + Duration::days(1);
+    while date <= last {
+        if days.iter().any(|d| day_matches(*d, date.weekday())) {
+            for time in times {
+                let at = crate::time::local_to_utc(zone, date.and_time(*time));
+                if after < at && at <= until {
+                    fires.push(at);
+                }
+            }
+        }
+        date += Duration::days(1);
+    }
+    fires.sort();
+    fires.dedup();
+    fires
+}
+
+fn day_matches(set: DayOfWeekSet, day: Weekday) -> bool {
+    match set {
+        DayOfWeekSet::EveryDay => true,
+        DayOfWeekSet::Weekdays => !matches!(day, Weekday::Sat | Weekday::Sun),
+        DayOfWeekSet::Weekend => matches!(day, Weekday::Sat | Weekday::Sun),
+        DayOfWeekSet::Day(d) => d == day,
+    }
+}
+
 fn lowercase_first(text: &str) -> String {
     let trimmed = text.trim_end_matches('.');
     let mut chars = trimmed.chars();
@@ -182,7 +224,7 @@ fn weekday_number(text: &str) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{Datelike, Timelike, Utc, Weekday};
+    use chrono::Timelike;
 
     fn next(expr: &str, after: &str) -> DateTime<Utc> {
         let after = DateTime::parse_from_rfc3339(after)
@@ -214,6 +256,61 @@ mod tests {
         assert_eq!((t.day(), t.weekday()), (23, Weekday::Mon));
         let t = next("0 9 1 * 1", "2026-11-30T10:00:00Z");
         assert_eq!(t.day(), 1);
+    }
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn every_day_at_ten_keeps_local_time_across_daylight_saving() {
+        // US clocks go forward on 2026-03-08: 10:00 New York is 15:00 UTC before, 14:00 after.
+        let ten = NaiveTime::from_hms_opt(10, 0, 0).unwrap();
+        let fires = day_fire_times(
+            &[DayOfWeekSet::EveryDay],
+            &[ten],
+            chrono_tz::America::New_York,
+            utc("2026-03-06T00:00:00Z"),
+            utc("2026-03-10T00:00:00Z"),
+        );
+        let shown: Vec<String> = fires
+            .iter()
+            .map(|t| t.format("%m-%d %H:%M").to_string())
+            .collect();
+        assert_eq!(
+            shown,
+            ["03-06 15:00", "03-07 15:00", "03-08 14:00", "03-09 14:00"]
+        );
+    }
+
+    #[test]
+    fn range_ends_are_exclusive_then_inclusive() {
+        let ten = NaiveTime::from_hms_opt(10, 0, 0).unwrap();
+        let fire = |after: &str, until: &str| {
+            day_fire_times(
+                &[DayOfWeekSet::Day(Weekday::Mon)],
+                &[ten],
+                Tz::UTC,
+                utc(after),
+                utc(until),
+            )
+        };
+        // Monday 2026-11-23 10:00 UTC.
+        assert_eq!(
+            fire("2026-11-23T09:00:00Z", "2026-11-23T10:00:00Z").len(),
+            1
+        );
+        assert!(fire("2026-11-23T10:00:00Z", "2026-11-30T09:59:59Z").is_empty());
+        let weekdays = day_fire_times(
+            &[DayOfWeekSet::Weekdays],
+            &[ten],
+            Tz::UTC,
+            utc("2026-11-21T00:00:00Z"),
+            utc("2026-11-28T00:00:00Z"),
+        );
+        assert_eq!(weekdays.len(), 5);
     }
 
     #[test]
