@@ -7,6 +7,7 @@
 
 pub mod ast;
 pub mod check;
+pub mod deliver;
 pub mod cli;
 pub mod diagnostics;
 pub mod estimate;

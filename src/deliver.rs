@@ -1,0 +1,213 @@
+//! From a fired trigger to a delivery: the due time, the message text, the channel.
+
+use chrono::{DateTime, Duration, NaiveTime, Utc};
+use chrono_tz::Tz;
+use serde_json::{Map, Value as Json};
+
+use crate::ast::Wait;
+use crate::check::{format_number, placeholders};
+use crate::eval::{Cond, Customer, Millis};
+
+/// The due time after `wait`: `wait D` adds D; `wait until HH:MM` is the first HH:MM in `zone`
+/// at or after the fire time (so a trigger at exactly 10:00 with `wait until 10:00` is due at
+/// 10:00). No `wait`: due when fired.
+pub fn after_wait(fired_at: Millis, wait: Option<&Wait>, zone: Tz) -> Millis {
+    match wait {
+        None => fired_at,
+        Some(Wait::For(d)) => fired_at.saturating_add(d.seconds.saturating_mul(1000)),
+        Some(Wait::Until(time)) => next_local_time(fired_at, time.value, zone),
+    }
+}
+
+/// The first instant at or after `from` whose wall-clock time in `zone` is `time`.
+pub fn next_local_time(from: Millis, time: NaiveTime, zone: Tz) -> Millis {
+    let start = DateTime::<Utc>::from_timestamp_millis(from).unwrap_or_default();
+    let mut date = start.with_timezone(&zone).date_naive();
+    loop {
+        let candidate = crate::time::local_to_utc(zone, date.and_time(time)).timestamp_millis();
+        if candidate >= from {
+            return candidate;
+        }
+        date += Duration::days(1);
+    }
+}
+
+/// Fills `{{customer.x}}` and `{{event.x}}`. Numbers print as people write them (`150`, not
+/// `150.0`); a missing value prints as nothing.
+pub fn render(template: &str, customer: &Customer, event: Option<&Map<String, Json>>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest_from = 0;
+    for placeholder in placeholders(template) {
+        let Ok((path, range)) = placeholder else {
+            break;
+        };
+        out.push_str(&template[rest_from..range.start]);
+        rest_from = range.end;
+        let value = match path.split_once('.') {
+            Some(("customer", "id")) => Some(Json::String(customer.id.clone())),
+            Some(("customer", name)) => customer.attributes.get(name).cloned(),
+            Some(("event", name)) => event.and_then(|e| e.get(name)).cloned(),
+            _ => None,
+        };
+        out.push_str(&display(value.as_ref()));
+    }
+    out.push_str(&template[rest_from..]);
+    out
+}
+
+/// A stored value as a person would write it in a message.
+pub fn display(value: Option<&Json>) -> String {
+    match value {
+        None | Some(Json::Null) => String::new(),
+        Some(Json::String(s)) => s.clone(),
+        Some(Json::Number(n)) => n.as_f64().map_or_else(|| n.to_string(), format_number),
+        Some(Json::Bool(b)) => b.to_string(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// One channel a delivery may go out on, in the order `send`, `fallback`, `fallback`, ….
+pub struct ChannelOption<'a> {
+    pub name: &'a str,
+    /// The customer attribute holding the address; `None` for tasks.
+    pub address: Option<&'a str>,
+    pub reachable: Option<&'a Cond>,
+}
+
+/// The first option whose address is set and whose reachability holds at `due`: its index and
+/// address. `Err` says why none could be used.
+pub fn choose_channel(
+    options: &[ChannelOption<'_>],
+    customer: &Customer,
+    due: Millis,
+) -> Result<(usize, Option<String>), String> {
+    let mut reasons = Vec::new();
+    for (i, option) in options.iter().enumerate() {
+        let address = match option.address {
+            None => None,
+            Some(attribute) => match customer.attributes.get(attribute).map(|v| display(Some(v))) {
+                Some(address) if !address.is_empty() => Some(address),
+                _ => {
+                    reasons.push(format!("{}: no {attribute}", option.name));
+                    continue;
+                }
+            },
+        };
+        if option.reachable.is_some_and(|r| !r.eval(customer, due)) {
+            reasons.push(format!("{}: not reachable", option.name));
+            continue;
+        }
+        return Ok((i, address));
+    }
+    Err(reasons.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ast::{Span, Spanned};
+
+    fn ms(text: &str) -> Millis {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    fn until(h: u32, m: u32) -> Wait {
+        Wait::Until(Spanned {
+            value: NaiveTime::from_hms_opt(h, m, 0).unwrap(),
+            span: Span::default(),
+        })
+    }
+
+    #[test]
+    fn wait_until_is_inclusive_and_local() {
+        let shanghai = chrono_tz::Asia::Shanghai;
+        // 10:00 Shanghai = 02:00 UTC.
+        assert_eq!(
+            after_wait(ms("2026-03-01T02:00:00Z"), Some(&until(10, 0)), shanghai),
+            ms("2026-03-01T02:00:00Z")
+        );
+        assert_eq!(
+            after_wait(ms("2026-03-01T02:00:01Z"), Some(&until(10, 0)), shanghai),
+            ms("2026-03-02T02:00:00Z")
+        );
+        assert_eq!(
+            after_wait(ms("2026-03-01T01:00:00Z"), Some(&until(10, 0)), shanghai),
+            ms("2026-03-01T02:00:00Z")
+        );
+    }
+
+    #[test]
+    fn wait_until_across_daylight_saving() {
+        // New York springs forward on 2026-03-08: 10:00 local is 15:00 UTC before, 14:00 after.
+        let ny = chrono_tz::America::New_York;
+        assert_eq!(
+            after_wait(ms("2026-03-07T16:00:00Z"), Some(&until(10, 0)), ny),
+            ms("2026-03-08T14:00:00Z")
+        );
+    }
+
+    #[test]
+    fn templates_render_like_people_write() {
+        let customer = Customer {
+            id: "c1".into(),
+            attributes: serde_json::json!({"name": "李雷", "balance": 150.0, "rate": 3.5})
+                .as_object()
+                .unwrap()
+                .clone(),
+            ..Customer::default()
+        };
+        let event = serde_json::json!({"amount": 120, "sku": "A1"});
+        let text = render(
+            "{{customer.name}} {{ customer.balance }} {{customer.rate}} {{event.amount}} {{event.sku}} {{customer.id}} {{customer.missing}}!",
+            &customer,
+            event.as_object(),
+        );
+        assert_eq!(text, "李雷 150 3.5 120 A1 c1 !");
+    }
+
+    #[test]
+    fn first_reachable_channel_wins() {
+        let customer = Customer {
+            id: "c1".into(),
+            attributes: serde_json::json!({"email": "a@b.c", "phone": ""})
+                .as_object()
+                .unwrap()
+                .clone(),
+            ..Customer::default()
+        };
+        let never = Cond::Const(false);
+        let options = [
+            ChannelOption {
+                name: "wechat",
+                address: Some("wecom_id"),
+                reachable: None,
+            },
+            ChannelOption {
+                name: "sms",
+                address: Some("phone"),
+                reachable: None,
+            },
+            ChannelOption {
+                name: "email",
+                address: Some("email"),
+                reachable: Some(&never),
+            },
+        ];
+        assert_eq!(
+            choose_channel(&options, &customer, 0).unwrap_err(),
+            "wechat: no wecom_id; sms: no phone; email: not reachable"
+        );
+        let always = Cond::Const(true);
+        let options = [ChannelOption {
+            name: "email",
+            address: Some("email"),
+            reachable: Some(&always),
+        }];
+        assert_eq!(
+            choose_channel(&options, &customer, 0).unwrap(),
+            (0, Some("a@b.c".to_string()))
+        );
+    }
+}
