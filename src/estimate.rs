@@ -171,6 +171,7 @@ mod tests {
             tags: tags.iter().map(|t| t.to_string()).collect(),
             events: if bought {
                 vec![Event {
+                    id: 1,
                     name: "purchase".into(),
                     at: 0,
                     properties: Default::default(),

@@ -25,6 +25,8 @@ pub type Millis = i64;
 /// One event of a customer's history.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
+    /// The store's identity of the event: stable across runs, so it keys trigger occurrences.
+    pub id: i64,
     pub name: String,
     pub at: Millis,
     pub properties: Map<String, Json>,
@@ -449,7 +451,9 @@ mod tests {
             tags: ["VIP".to_string()].into(),
             events: events
                 .iter()
-                .map(|(name, at, props)| Event {
+                .enumerate()
+                .map(|(i, (name, at, props))| Event {
+                    id: i as i64,
                     name: name.to_string(),
                     at: ms(at),
                     properties: props.as_object().cloned().unwrap_or_default(),

@@ -19,6 +19,7 @@ pub mod project;
 pub mod schedule;
 pub mod source;
 pub mod time;
+pub mod trigger;
 
 use ast::{FileId, Module};
 use diagnostics::Diagnostic;
