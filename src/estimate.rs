@@ -77,34 +77,49 @@ pub fn estimate(
     customers: impl IntoIterator<Item = Customer>,
     at: Millis,
 ) -> Vec<Estimate> {
-    let mut results: Vec<Estimate> = plans
-        .iter()
-        .map(|plan| Estimate {
-            campaign: plan.campaign.clone(),
-            customers: 0,
-            clauses: plan
-                .clauses
-                .iter()
-                .map(|(clause, _)| ClauseCount {
-                    clause: clause.clone(),
-                    alone: 0,
-                    cumulative: 0,
-                })
-                .collect(),
-            exclude: plan.exclude.as_ref().map(|(clause, _)| ClauseCount {
-                clause: clause.clone(),
-                alone: 0,
-                cumulative: 0,
-            }),
-            audience: 0,
-        })
-        .collect();
+    let mut counts = Counts::new(plans, at);
     for customer in customers {
-        for (plan, result) in plans.iter().zip(results.iter_mut()) {
-            count_customer(plan, result, &customer, at);
+        counts.add(&customer);
+    }
+    counts.finish()
+}
+
+/// Funnels being counted, one customer at a time (the store streams customers to a callback).
+pub struct Counts<'p> {
+    plans: &'p [AudiencePlan],
+    results: Vec<Estimate>,
+    at: Millis,
+}
+
+impl<'p> Counts<'p> {
+    pub fn new(plans: &'p [AudiencePlan], at: Millis) -> Counts<'p> {
+        let zero = |clause: &String| ClauseCount {
+            clause: clause.clone(),
+            alone: 0,
+            cumulative: 0,
+        };
+        let results = plans
+            .iter()
+            .map(|plan| Estimate {
+                campaign: plan.campaign.clone(),
+                customers: 0,
+                clauses: plan.clauses.iter().map(|(clause, _)| zero(clause)).collect(),
+                exclude: plan.exclude.as_ref().map(|(clause, _)| zero(clause)),
+                audience: 0,
+            })
+            .collect();
+        Counts { plans, results, at }
+    }
+
+    pub fn add(&mut self, customer: &Customer) {
+        for (plan, result) in self.plans.iter().zip(self.results.iter_mut()) {
+            count_customer(plan, result, customer, self.at);
         }
     }
-    results
+
+    pub fn finish(self) -> Vec<Estimate> {
+        self.results
+    }
 }
 
 fn count_customer(plan: &AudiencePlan, result: &mut Estimate, customer: &Customer, at: Millis) {

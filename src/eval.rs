@@ -29,7 +29,44 @@ pub struct Event {
     pub id: i64,
     pub name: String,
     pub at: Millis,
-    pub properties: Map<String, Json>,
+    pub properties: Properties,
+}
+
+/// An event's properties as stored (a JSON object), parsed on first use: most events are only
+/// counted, and parsing every one would dominate whole-audience evaluation.
+#[derive(Clone, Debug, Default)]
+pub struct Properties {
+    raw: String,
+    parsed: std::sync::OnceLock<Map<String, Json>>,
+}
+
+impl Properties {
+    pub fn new(raw: String) -> Properties {
+        Properties {
+            raw,
+            parsed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The properties; text that is not a JSON object reads as no properties.
+    pub fn map(&self) -> &Map<String, Json> {
+        self.parsed.get_or_init(|| serde_json::from_str(&self.raw).unwrap_or_default())
+    }
+}
+
+impl From<Map<String, Json>> for Properties {
+    fn from(map: Map<String, Json>) -> Properties {
+        Properties {
+            raw: Json::Object(map.clone()).to_string(),
+            parsed: std::sync::OnceLock::from(map),
+        }
+    }
+}
+
+impl PartialEq for Properties {
+    fn eq(&self, other: &Properties) -> bool {
+        self.map() == other.map()
+    }
 }
 
 /// What evaluation needs to know about one customer. `events` are sorted by time.
@@ -123,36 +160,54 @@ pub enum Scalar {
 pub struct Compiler<'a> {
     schema: &'a Schema,
     segments: HashMap<&'a str, &'a Expr>,
+    /// Each declared channel's `reachable` condition.
+    reachable: HashMap<&'a str, &'a Expr>,
     /// The zone of date-times written without an offset.
     zone: Tz,
 }
 
 impl<'a> Compiler<'a> {
     pub fn new(schema: &'a Schema, modules: &'a [(FileId, Module)]) -> Compiler<'a> {
-        let segments = modules
-            .iter()
-            .flat_map(|(_, m)| &m.items)
+        let items = || modules.iter().flat_map(|(_, m)| &m.items);
+        let segments = items()
             .filter_map(|item| match item {
                 Item::Segment(s) => Some((s.name.name.as_str(), &s.expr)),
+                _ => None,
+            })
+            .collect();
+        let reachable = items()
+            .filter_map(|item| match item {
+                Item::Channel(c) => c.reachable.as_ref().map(|r| (c.name.name.as_str(), r)),
                 _ => None,
             })
             .collect();
         Compiler {
             schema,
             segments,
+            reachable,
             zone: schema.default_timezone.unwrap_or(Tz::UTC),
+        }
+    }
+
+    /// A channel's `reachable` condition, if it declares one (in the project's zone).
+    pub fn reachable(&self, channel: &str) -> Option<Cond> {
+        self.reachable.get(channel).map(|expr| self.compile(expr, None))
+    }
+
+    /// This compiler with date-times written without an offset read in `zone`.
+    fn in_zone(&self, zone: Tz) -> Compiler<'a> {
+        Compiler {
+            schema: self.schema,
+            segments: self.segments.clone(),
+            reachable: self.reachable.clone(),
+            zone,
         }
     }
 
     /// Compiles a campaign-level expression, whose local date-times are in `zone`. Segments it
     /// uses keep the project's zone, since campaigns share them.
     pub fn compile_in(&self, expr: &Expr, zone: Tz) -> Cond {
-        let compiler = Compiler {
-            schema: self.schema,
-            segments: self.segments.clone(),
-            zone,
-        };
-        compiler.compile(expr, None)
+        self.in_zone(zone).compile(expr, None)
     }
 
     /// Compiles an expression over customers (`event` is `None`) or over one event's properties.
@@ -178,15 +233,9 @@ impl<'a> Compiler<'a> {
                 },
                 None => match self.segments.get(name.name.as_str()) {
                     // Segments are written in the project's zone, whatever campaign uses them.
-                    Some(segment) => {
-                        let zone = self.schema.default_timezone.unwrap_or(Tz::UTC);
-                        let compiler = Compiler {
-                            schema: self.schema,
-                            segments: self.segments.clone(),
-                            zone,
-                        };
-                        compiler.compile(segment, None)
-                    }
+                    Some(segment) => self
+                        .in_zone(self.schema.default_timezone.unwrap_or(Tz::UTC))
+                        .compile(segment, None),
                     None => Cond::Const(false),
                 },
             },
@@ -280,7 +329,7 @@ impl Cond {
             Cond::Test { source, ty, test } => {
                 let raw = match source {
                     Source::Attribute(name) => customer.attributes.get(name),
-                    Source::Property(name) => event.and_then(|e| e.properties.get(name)),
+                    Source::Property(name) => event.and_then(|e| e.properties.map().get(name)),
                 };
                 let value = raw.and_then(|json| typed(json, *ty));
                 test.eval(value.as_ref(), at)
@@ -456,7 +505,7 @@ mod tests {
                     id: i as i64,
                     name: name.to_string(),
                     at: ms(at),
-                    properties: props.as_object().cloned().unwrap_or_default(),
+                    properties: props.as_object().cloned().unwrap_or_default().into(),
                 })
                 .collect(),
         }

@@ -16,8 +16,10 @@ pub mod lower;
 pub mod parse;
 pub mod print;
 pub mod project;
+pub mod run;
 pub mod schedule;
 pub mod source;
+pub mod store;
 pub mod time;
 pub mod trigger;
 

@@ -1,6 +1,9 @@
 //! The command line: one file per subcommand.
 
 pub mod check;
+pub mod estimate;
+pub mod import;
+pub mod run;
 
 use std::process::ExitCode;
 
@@ -28,6 +31,12 @@ struct Cli {
 enum Command {
     /// Check rule files and report every problem at once
     Check(check::Args),
+    /// Import customers, events, tags or employee relations (JSON Lines or CSV) into the store
+    Import(import::Args),
+    /// Run the campaigns against the store: decide, exactly once, who receives what and when
+    Run(run::Args),
+    /// Audience size per campaign, and how many customers pass each clause
+    Estimate(estimate::Args),
 }
 
 /// Runs the command line and returns the process's exit code.
@@ -35,8 +44,37 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Estimate(args) => estimate::run(args),
     };
     ExitCode::from(code)
+}
+
+/// Reads and checks the rules for a command that runs them: any error is printed to standard
+/// error and the command stops with its exit code (warnings are printed and tolerated).
+pub fn checked_project(paths: &[std::path::PathBuf]) -> Result<crate::Project, u8> {
+    use std::io::IsTerminal;
+    let sources = crate::project::load(paths).map_err(|error| {
+        eprintln!("error: {error}");
+        EXIT_USAGE
+    })?;
+    let options = crate::check::CheckOptions {
+        now: chrono::Utc::now(),
+    };
+    let project = crate::project::analyze(sources, &options);
+    let style = crate::diagnostics::Style {
+        color: use_color(std::io::stderr().is_terminal()),
+        width: 100,
+    };
+    for diagnostic in project.diagnostics.iter().filter(|d| d.is_error()) {
+        eprint!("{}", crate::diagnostics::render(&project.sources, diagnostic, style));
+    }
+    if project.errors() > 0 {
+        eprintln!("error: the rules have errors; nothing was run");
+        return Err(EXIT_ERRORS);
+    }
+    Ok(project)
 }
 
 /// Whether to draw in colour: only on a terminal, and never when NO_COLOR is set.

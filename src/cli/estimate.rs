@@ -1,0 +1,105 @@
+//! `nudge estimate [PATHS] --store S [--campaign NAME] [--at T] [--format table|json]`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use super::{EXIT_ERRORS, EXIT_OK, EXIT_USAGE};
+use crate::ast::Item;
+use crate::estimate::{AudiencePlan, Counts, Estimate};
+use crate::eval::Compiler;
+use crate::store::{Store, StoreError};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Rule files, or directories to search for `*.nudge` files
+    #[arg(default_value = "rules")]
+    paths: Vec<PathBuf>,
+    /// The store
+    #[arg(long, default_value = "nudge.db")]
+    store: PathBuf,
+    /// Only this campaign
+    #[arg(long)]
+    campaign: Option<String>,
+    /// Count as of this instant (default: the clock)
+    #[arg(long, value_parser = super::parse_instant)]
+    at: Option<DateTime<Utc>>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+pub fn run(args: Args) -> u8 {
+    let project = match super::checked_project(&args.paths) {
+        Ok(project) => project,
+        Err(code) => return code,
+    };
+    let schema = project.schema();
+    let compiler = Compiler::new(&schema, &project.modules);
+    let plans: Vec<AudiencePlan> = project
+        .modules
+        .iter()
+        .flat_map(|(_, m)| &m.items)
+        .filter_map(|item| match item {
+            Item::Campaign(c) if args.campaign.as_ref().is_none_or(|n| *n == c.name.value) => {
+                let zone = c
+                    .timezone
+                    .as_ref()
+                    .and_then(|tz| tz.value.parse().ok())
+                    .or(schema.default_timezone)
+                    .unwrap_or(Tz::UTC);
+                Some(AudiencePlan::new(&compiler, c, zone))
+            }
+            _ => None,
+        })
+        .collect();
+    if let (Some(name), true) = (&args.campaign, plans.is_empty()) {
+        eprintln!("error: no campaign is named `{name}`");
+        return EXIT_ERRORS;
+    }
+    let at = args.at.unwrap_or_else(Utc::now).timestamp_millis();
+    let result = Store::open(&args.store).and_then(|mut store| {
+        store.scratch(|tx| {
+            let mut counts = Counts::new(&plans, at);
+            tx.for_each_customer(|stored, events| -> Result<(), StoreError> {
+                counts.add(&crate::run::to_customer(stored, events));
+                Ok(())
+            })?;
+            Ok(counts.finish())
+        })
+    });
+    let results = match result {
+        Ok(results) => results,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&results).expect("estimates serialize") + "\n",
+        Format::Table => table(&results),
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    EXIT_OK
+}
+
+fn table(results: &[Estimate]) -> String {
+    let mut out = String::new();
+    for r in results {
+        out.push_str(&format!("campaign `{}`: {} of {} customers\n", r.campaign, r.audience, r.customers));
+        for c in &r.clauses {
+            out.push_str(&format!("  {:>9}  {:>9} alone   {}\n", c.cumulative, c.alone, c.clause));
+        }
+        if let Some(e) = &r.exclude {
+            out.push_str(&format!("  {:>9}  {:>9} alone   exclude {}\n", -(e.cumulative as i64), e.alone, e.clause));
+        }
+    }
+    out
+}

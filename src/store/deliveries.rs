@@ -1,0 +1,198 @@
+//! Delivery outcomes: recording them exactly once, releasing queued ones when they come due,
+//! and reading them back.
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Type;
+use rusqlite::{params_from_iter, Row, ToSql};
+
+use super::{conversion_error, millis, time, RunId, StoreError, Tx};
+
+/// What became of one trigger occurrence for one customer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Sent,
+    Expired,
+    Capped,
+    Unreachable,
+    Control,
+    /// Decided, but not yet due.
+    Queued,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 6] = [
+        Outcome::Sent,
+        Outcome::Expired,
+        Outcome::Capped,
+        Outcome::Unreachable,
+        Outcome::Control,
+        Outcome::Queued,
+    ];
+
+    /// The name stored in `deliveries.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Sent => "sent",
+            Outcome::Expired => "expired",
+            Outcome::Capped => "capped",
+            Outcome::Unreachable => "unreachable",
+            Outcome::Control => "control",
+            Outcome::Queued => "queued",
+        }
+    }
+}
+
+/// One delivery outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    pub campaign: String,
+    pub customer: String,
+    /// Identifies the trigger occurrence (e.g. the event id, or the scheduled instant): one
+    /// occurrence for one customer is recorded at most once.
+    pub occurrence: String,
+    pub outcome: Outcome,
+    pub channel: Option<String>,
+    /// The address used; for `moments` and `task`, the employee's id.
+    pub address: Option<String>,
+    pub variant: Option<String>,
+    pub fired_at: DateTime<Utc>,
+    pub due_at: DateTime<Utc>,
+    pub content: Option<serde_json::Value>,
+    /// Why it was not sent, or anything `explain` should tell.
+    pub reason: Option<String>,
+}
+
+impl Tx<'_> {
+    /// Records a delivery outcome. Returns false, and records nothing, when this occurrence was
+    /// already recorded for this customer and campaign.
+    pub fn record_delivery(&self, run: RunId, delivery: &Delivery) -> Result<bool, StoreError> {
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO deliveries (run, campaign, customer, occurrence, outcome, channel,
+                     address, variant, fired_at, due_at, content, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (campaign, customer, occurrence) DO NOTHING",
+            )?
+            .execute(params_from_iter(delivery_params(run, delivery)))?;
+        Ok(inserted == 1)
+    }
+
+    /// Decides a queued delivery: its outcome, channel, address, content… replace the queued
+    /// row's, and `run` becomes the run that decided it. Returns false, and changes nothing,
+    /// unless the occurrence is recorded and still queued, so nothing is decided twice.
+    pub fn settle_delivery(&self, run: RunId, delivery: &Delivery) -> Result<bool, StoreError> {
+        let settled = self
+            .tx
+            .prepare_cached(
+                "UPDATE deliveries SET run = ?1, outcome = ?5, channel = ?6, address = ?7,
+                     variant = ?8, fired_at = ?9, due_at = ?10, content = ?11, reason = ?12
+                 WHERE campaign = ?2 AND customer = ?3 AND occurrence = ?4
+                     AND outcome = 'queued'",
+            )?
+            .execute(params_from_iter(delivery_params(run, delivery)))?;
+        Ok(settled == 1)
+    }
+
+    /// Every delivery outcome recorded for the customer, by due time, then campaign.
+    pub fn deliveries_for_customer(&self, customer: &str) -> Result<Vec<Delivery>, StoreError> {
+        self.deliveries(
+            "WHERE customer = ?1 ORDER BY due_at, campaign, id",
+            customer,
+        )
+    }
+
+    /// The queued deliveries due at or before `until`, by due time, then campaign, then
+    /// customer.
+    pub fn queued_due(&self, until: DateTime<Utc>) -> Result<Vec<Delivery>, StoreError> {
+        self.deliveries(
+            "WHERE outcome = 'queued' AND due_at <= ?1 ORDER BY due_at, campaign, customer, id",
+            millis(until),
+        )
+    }
+
+    fn deliveries(
+        &self,
+        clauses: &str,
+        parameter: impl ToSql,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let sql = format!(
+            "SELECT campaign, customer, occurrence, outcome, channel, address, variant,
+                 fired_at, due_at, content, reason
+             FROM deliveries {clauses}"
+        );
+        let deliveries = self
+            .tx
+            .prepare_cached(&sql)?
+            .query_map([parameter], delivery)?
+            .collect::<Result<_, _>>()?;
+        Ok(deliveries)
+    }
+
+    /// Of `employees`, the one with the fewest deliveries sent in this campaign so far (the
+    /// first such in the list), so that `assign … evenly` keeps counts within one of each other
+    /// across runs. `None` when the list is empty.
+    pub fn least_loaded_employee(
+        &self,
+        campaign: &str,
+        employees: &[String],
+    ) -> Result<Option<String>, StoreError> {
+        let mut count = self.tx.prepare_cached(
+            "SELECT count(*) FROM deliveries
+             WHERE campaign = ?1 AND address = ?2 AND outcome = 'sent'",
+        )?;
+        let mut least: Option<(i64, &String)> = None;
+        for employee in employees {
+            let n: i64 = count.query_row([campaign, employee], |row| row.get(0))?;
+            if least.is_none_or(|(fewest, _)| n < fewest) {
+                least = Some((n, employee));
+            }
+        }
+        Ok(least.map(|(_, employee)| employee.clone()))
+    }
+}
+
+/// The parameters of a `deliveries` row, numbered as in `record_delivery` and
+/// `settle_delivery`.
+fn delivery_params<'d>(run: RunId, delivery: &'d Delivery) -> [Box<dyn ToSql + 'd>; 12] {
+    [
+        Box::new(run.0),
+        Box::new(&delivery.campaign),
+        Box::new(&delivery.customer),
+        Box::new(&delivery.occurrence),
+        Box::new(delivery.outcome.as_str()),
+        Box::new(&delivery.channel),
+        Box::new(&delivery.address),
+        Box::new(&delivery.variant),
+        Box::new(millis(delivery.fired_at)),
+        Box::new(millis(delivery.due_at)),
+        Box::new(delivery.content.as_ref().map(|c| c.to_string())),
+        Box::new(&delivery.reason),
+    ]
+}
+
+fn delivery(row: &Row) -> rusqlite::Result<Delivery> {
+    let outcome: String = row.get(3)?;
+    let content: Option<String> = row.get(9)?;
+    Ok(Delivery {
+        campaign: row.get(0)?,
+        customer: row.get(1)?,
+        occurrence: row.get(2)?,
+        outcome: Outcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == outcome)
+            .ok_or_else(|| {
+                conversion_error(3, Type::Text, format!("unknown outcome `{outcome}`"))
+            })?,
+        channel: row.get(4)?,
+        address: row.get(5)?,
+        variant: row.get(6)?,
+        fired_at: time(row, 7)?,
+        due_at: time(row, 8)?,
+        content: content
+            .map(|c| serde_json::from_str(&c))
+            .transpose()
+            .map_err(|e| conversion_error(9, Type::Text, e.to_string()))?,
+        reason: row.get(10)?,
+    })
+}

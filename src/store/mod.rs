@@ -1,0 +1,490 @@
+//! The event store: one SQLite file holding customers, tags, employee relations and events, and
+//! the engine's own state (runs, per-campaign progress, every delivery outcome).
+//!
+//! All reads and writes go through a [`Tx`]: [`Store::transaction`] commits only if the whole
+//! closure succeeds, so an import or a run is either entirely in the store or not at all, and a
+//! process killed part-way leaves the store as it was (SQLite's WAL guarantees that).
+
+mod deliveries;
+mod import;
+mod rows;
+mod scan;
+mod schema;
+
+use std::cell::Cell;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Type;
+use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+
+pub use deliveries::{Delivery, Outcome};
+pub use import::{
+    import, BadRow, ImportError, ImportFile, ImportObserver, ImportOptions, ImportSummary, Kind,
+};
+
+/// Failures of the store itself (as opposed to bad data in an import file).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store `{}`: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "the store has schema version {found}, but this nudge knows versions up to {known}: \
+         was it written by a newer nudge?"
+    )]
+    UnknownSchema { found: i64, known: usize },
+    #[error(
+        "cannot run at {}: the store was last run at {}, and runs cannot go back in time",
+        rfc3339(*now),
+        rfc3339(*last)
+    )]
+    NowBeforeLastRun {
+        now: DateTime<Utc>,
+        last: DateTime<Utc>,
+    },
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// An open store. Cheap to keep open; one writer at a time (others wait up to five seconds).
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens the store at `path`, creating the file and bringing its schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let conn = Connection::open(path)
+            .and_then(configure)
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Self::with_schema(conn)
+    }
+
+    /// A store that lives in memory only, for tests and scratch work.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::with_schema(Connection::open_in_memory().and_then(configure)?)
+    }
+
+    fn with_schema(mut conn: Connection) -> Result<Self, StoreError> {
+        schema::migrate(&mut conn)?;
+        Ok(Store { conn })
+    }
+
+    /// Runs `f` in one transaction that commits if `f` succeeds and rolls back if it fails (or
+    /// panics). The write lock is taken at the start, so two runs cannot interleave.
+    pub fn transaction<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = Tx::begin(&mut self.conn, TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// Runs `f` in a transaction that is always rolled back: for reads (one consistent snapshot)
+    /// and dry runs (writes that are seen inside `f` and then discarded).
+    pub fn scratch<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Tx) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = Tx::begin(&mut self.conn, TransactionBehavior::Deferred)?;
+        f(&tx)
+    }
+}
+
+/// WAL keeps readers and the writer out of each other's way and makes commits atomic even when
+/// the process is killed; `synchronous = NORMAL` is durable enough with WAL (a power cut may
+/// lose the last commit, never corrupt). The page size only matters when the file is created:
+/// bigger pages make the clustered events table cheaper to fill and to scan. The cache (64 MB)
+/// keeps the pages an import revisits: events arrive in time order, so every batch of them
+/// lands all over the table.
+fn configure(conn: Connection) -> rusqlite::Result<Connection> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA page_size = 16384;
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -65536;",
+    )?;
+    Ok(conn)
+}
+
+/// A customer: its id, its attributes and its tags.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Customer {
+    pub id: String,
+    /// A JSON object whose values are text, numbers or booleans (checked on import); parse it
+    /// with `serde_json` when needed. Types come from the rules' `customer { … }` declaration.
+    pub attributes: String,
+    /// The customer's tags, in byte order.
+    pub tags: Vec<String>,
+}
+
+/// An event as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Unique in the store; among events of one customer at one millisecond, the later-recorded
+    /// has the larger id.
+    pub id: i64,
+    pub name: String,
+    /// Milliseconds precision.
+    pub at: DateTime<Utc>,
+    /// A JSON object whose values are text, numbers or booleans.
+    pub properties: String,
+}
+
+/// An event to record.
+#[derive(Clone, Copy, Debug)]
+pub struct NewEvent<'a> {
+    pub customer: &'a str,
+    pub name: &'a str,
+    pub at: DateTime<Utc>,
+    /// A JSON object (not checked here: import checks what comes from files).
+    pub properties: &'a str,
+}
+
+/// An employee relation: `employee` added the customer (WeCom) at `added_at`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Employee {
+    pub employee: String,
+    pub added_at: DateTime<Utc>,
+}
+
+/// Identifies a run (a row of `runs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunId(pub i64);
+
+/// A transaction on the store: every read and write of the engine and of imports.
+pub struct Tx<'c> {
+    tx: rusqlite::Transaction<'c>,
+    /// The next event id, read from `counters` on first use and written back at commit, so that
+    /// recording an event is a single INSERT.
+    next_event_id: Cell<Option<i64>>,
+}
+
+impl<'c> Tx<'c> {
+    fn begin(conn: &'c mut Connection, behavior: TransactionBehavior) -> Result<Self, StoreError> {
+        Ok(Tx {
+            tx: conn.transaction_with_behavior(behavior)?,
+            next_event_id: Cell::new(None),
+        })
+    }
+
+    fn commit(self) -> Result<(), StoreError> {
+        if let Some(next) = self.next_event_id.get() {
+            self.tx.execute(
+                "UPDATE counters SET value = ?1 WHERE name = 'next_event_id'",
+                [next],
+            )?;
+        }
+        self.tx.commit()?;
+        Ok(())
+    }
+
+    /// The underlying connection, for tools and tests that need SQL of their own.
+    pub fn connection(&self) -> &Connection {
+        &self.tx
+    }
+
+    /// Creates the customer or merges `attributes` into its attributes (RFC 7396: a key in
+    /// `attributes` replaces the stored value, and a `null` value removes it).
+    pub fn upsert_customer(
+        &self,
+        id: &str,
+        attributes: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(attributes).expect("JSON maps serialize");
+        self.upsert_customer_json(id, &json)
+    }
+
+    /// [`Tx::upsert_customer`] with the attributes as JSON object text.
+    fn upsert_customer_json(&self, id: &str, attributes: &str) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO customers (id, attributes) VALUES (?1, json_patch('{}', ?2))
+                 ON CONFLICT (id) DO UPDATE SET attributes = json_patch(attributes, ?2)",
+            )?
+            .execute(params![id, attributes])?;
+        Ok(())
+    }
+
+    /// One customer with its attributes and tags.
+    pub fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
+        let attributes: Option<String> = self
+            .tx
+            .prepare_cached("SELECT attributes FROM customers WHERE id = ?1")?
+            .query_row([id], |row| row.get(0))
+            .optional()?;
+        let Some(attributes) = attributes else {
+            return Ok(None);
+        };
+        let tags = self
+            .tx
+            .prepare_cached("SELECT tag FROM tags WHERE customer = ?1 ORDER BY tag")?
+            .query_map([id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Customer {
+            id: id.to_owned(),
+            attributes,
+            tags,
+        }))
+    }
+
+    /// Tags the customer; when the tag is new, also records the built-in `tag_added` event at
+    /// `at`, which `on tag added` triggers see. Returns whether the tag was new.
+    pub fn add_tag(
+        &self,
+        customer: &str,
+        tag: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let added = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO tags (customer, tag, added_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![customer, tag, millis(at)])?;
+        self.record_tag_change(added == 1, "tag_added", customer, tag, at)
+    }
+
+    /// Removes the tag; when the customer had it, also records the built-in `tag_removed` event
+    /// at `at`. Returns whether the customer had the tag.
+    pub fn remove_tag(
+        &self,
+        customer: &str,
+        tag: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let removed = self
+            .tx
+            .prepare_cached("DELETE FROM tags WHERE customer = ?1 AND tag = ?2")?
+            .execute(params![customer, tag])?;
+        self.record_tag_change(removed == 1, "tag_removed", customer, tag, at)
+    }
+
+    fn record_tag_change(
+        &self,
+        changed: bool,
+        event: &str,
+        customer: &str,
+        tag: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        if changed {
+            let properties = serde_json::json!({ "tag": tag }).to_string();
+            self.add_event(&NewEvent {
+                customer,
+                name: event,
+                at,
+                properties: &properties,
+            })?;
+        }
+        Ok(changed)
+    }
+
+    /// Records that `employee` added the customer at `added_at` (a later record of the same pair
+    /// replaces the time).
+    pub fn add_employee(
+        &self,
+        customer: &str,
+        employee: &str,
+        added_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO employees (customer, employee, added_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO UPDATE SET added_at = excluded.added_at",
+            )?
+            .execute(params![customer, employee, millis(added_at)])?;
+        Ok(())
+    }
+
+    /// The employees who added the customer, first added first (ties by employee id).
+    pub fn employees_for_customer(&self, customer: &str) -> Result<Vec<Employee>, StoreError> {
+        let employees = self
+            .tx
+            .prepare_cached(
+                "SELECT employee, added_at FROM employees WHERE customer = ?1
+                 ORDER BY added_at, employee",
+            )?
+            .query_map([customer], |row| {
+                Ok(Employee {
+                    employee: row.get(0)?,
+                    added_at: time(row, 1)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(employees)
+    }
+
+    /// Records an event and returns its id. Events need not belong to an imported customer.
+    pub fn add_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
+        self.add_events(std::slice::from_ref(event))
+    }
+
+    /// Records events with consecutive ids, in order, and returns the first id. Fastest when the
+    /// events are sorted by (customer, at), the order the table is stored in.
+    pub fn add_events(&self, events: &[NewEvent]) -> Result<i64, StoreError> {
+        let first = match self.next_event_id.get() {
+            Some(id) => id,
+            None => self.tx.query_row(
+                "SELECT value FROM counters WHERE name = 'next_event_id'",
+                [],
+                |row| row.get(0),
+            )?,
+        };
+        // One row per statement: a multi-row INSERT needs a statement journal, which costs
+        // more than it saves.
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO events (customer, at, id, name, properties) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (id, event) in (first..).zip(events) {
+            insert.execute(params![
+                event.customer,
+                millis(event.at),
+                id,
+                event.name,
+                event.properties
+            ])?;
+        }
+        self.next_event_id.set(Some(first + events.len() as i64));
+        Ok(first)
+    }
+
+    /// The customer's events at instants in `range`, in time order (then id order). Pass
+    /// `(Bound::Excluded(t), Bound::Included(t + w))` for a half-open window such as `unless`'s.
+    pub fn events_for_customer(
+        &self,
+        customer: &str,
+        range: impl RangeBounds<DateTime<Utc>>,
+    ) -> Result<Vec<Event>, StoreError> {
+        let (from, to) = millis_range(&range);
+        let events = self
+            .tx
+            .prepare_cached(
+                "SELECT id, name, at, properties FROM events
+                 WHERE customer = ?1 AND at BETWEEN ?2 AND ?3 ORDER BY at, id",
+            )?
+            .query_map(params![customer, from, to], |row| event(row, 0))?
+            .collect::<Result<_, _>>()?;
+        Ok(events)
+    }
+
+    /// The `now` of the latest run, if any.
+    pub fn last_run_now(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let last: Option<i64> = self
+            .tx
+            .query_row("SELECT max(now) FROM runs", [], |row| row.get(0))?;
+        Ok(last.map(instant).transpose()?)
+    }
+
+    /// Starts a run at `now`, refusing a `now` earlier than the last run's (the same `now` again
+    /// is allowed: it finds nothing new).
+    pub fn begin_run(&self, now: DateTime<Utc>) -> Result<RunId, StoreError> {
+        if let Some(last) = self.last_run_now()? {
+            if now < last {
+                return Err(StoreError::NowBeforeLastRun { now, last });
+            }
+        }
+        self.tx.execute(
+            "INSERT INTO runs (now, started_at) VALUES (?1, ?2)",
+            [millis(now), millis(Utc::now())],
+        )?;
+        Ok(RunId(self.tx.last_insert_rowid()))
+    }
+
+    /// Marks the run finished (at the clock's time).
+    pub fn finish_run(&self, run: RunId) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE runs SET finished_at = ?2 WHERE id = ?1",
+            [run.0, millis(Utc::now())],
+        )?;
+        Ok(())
+    }
+
+    /// A value the interpreter keeps for a campaign between runs.
+    pub fn progress(&self, campaign: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let value = self
+            .tx
+            .prepare_cached("SELECT value FROM campaign_progress WHERE campaign = ?1 AND key = ?2")?
+            .query_row([campaign, key], |row| row.get(0))
+            .optional()?;
+        Ok(value)
+    }
+
+    pub fn set_progress(&self, campaign: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO campaign_progress (campaign, key, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO UPDATE SET value = excluded.value",
+            )?
+            .execute([campaign, key, value])?;
+        Ok(())
+    }
+}
+
+/// Reads an event from `id, name, at, properties` starting at column `first`.
+fn event(row: &Row, first: usize) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: row.get(first)?,
+        name: row.get(first + 1)?,
+        at: time(row, first + 2)?,
+        properties: row.get(first + 3)?,
+    })
+}
+
+/// Stored times are milliseconds since the epoch, UTC (sub-millisecond parts are dropped).
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn instant(ms: i64) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| conversion_error(0, Type::Integer, format!("{ms} ms is not a time")))
+}
+
+fn time(row: &Row, column: usize) -> rusqlite::Result<DateTime<Utc>> {
+    instant(row.get(column)?)
+}
+
+fn conversion_error(column: usize, stored: Type, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, stored, message.into())
+}
+
+/// The inclusive millisecond range of stored times that fall in `range`.
+fn millis_range(range: &impl RangeBounds<DateTime<Utc>>) -> (i64, i64) {
+    // `timestamp_millis` rounds down; a bound with a sub-millisecond part lies between two
+    // stored values, which decides which one an inclusive or exclusive bound admits.
+    let floor = |t: &DateTime<Utc>| millis(*t);
+    let ceil = |t: &DateTime<Utc>| {
+        millis(*t) + i64::from(!t.timestamp_subsec_nanos().is_multiple_of(1_000_000))
+    };
+    let from = match range.start_bound() {
+        Bound::Included(t) => ceil(t),
+        Bound::Excluded(t) => floor(t).saturating_add(1),
+        Bound::Unbounded => i64::MIN,
+    };
+    let to = match range.end_bound() {
+        Bound::Included(t) => floor(t),
+        Bound::Excluded(t) => ceil(t).saturating_sub(1),
+        Bound::Unbounded => i64::MAX,
+    };
+    (from, to)
+}
+
+/// RFC 3339 in UTC with a `Z`, as every time Nudge prints.
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}

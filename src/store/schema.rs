@@ -1,0 +1,122 @@
+//! The store's tables and the migrations that create them.
+//!
+//! Times are INTEGER milliseconds since the Unix epoch, UTC. JSON columns hold minified JSON
+//! objects whose values are text, numbers or booleans: the store does not know the rules' schema,
+//! values get their types when campaigns are evaluated.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Migration `i` takes a store from version `i` to version `i + 1`. Steps are only ever appended:
+/// a released step must never change, or stores created by different builds would differ.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// Version 1: the initial schema.
+const V1: &str = "
+CREATE TABLE customers (
+    id         TEXT NOT NULL PRIMARY KEY,
+    attributes TEXT NOT NULL DEFAULT '{}'
+) WITHOUT ROWID;
+
+CREATE TABLE tags (
+    customer TEXT NOT NULL,
+    tag      TEXT NOT NULL,
+    added_at INTEGER NOT NULL,
+    PRIMARY KEY (customer, tag)
+) WITHOUT ROWID;
+
+-- Which employee added which customer (WeCom), and when.
+CREATE TABLE employees (
+    customer TEXT NOT NULL,
+    employee TEXT NOT NULL,
+    added_at INTEGER NOT NULL,
+    PRIMARY KEY (customer, employee)
+) WITHOUT ROWID;
+
+-- Clustered by (customer, at): a customer's time range and the whole table in (customer, time)
+-- order are both read in storage order, with no index lookup per event. `id` is unique across
+-- the store (taken from `counters`) and orders events that share a millisecond.
+CREATE TABLE events (
+    customer   TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    id         INTEGER NOT NULL,
+    name       TEXT NOT NULL,
+    properties TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (customer, at, id)
+) WITHOUT ROWID;
+
+CREATE TABLE counters (
+    name  TEXT NOT NULL PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO counters (name, value) VALUES ('next_event_id', 1);
+
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY,
+    now         INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER
+);
+
+-- Whatever the interpreter keeps per campaign between runs (e.g. the last instant evaluated).
+CREATE TABLE campaign_progress (
+    campaign TEXT NOT NULL,
+    key      TEXT NOT NULL,
+    value    TEXT NOT NULL,
+    PRIMARY KEY (campaign, key)
+) WITHOUT ROWID;
+
+-- One row per trigger occurrence per customer: the UNIQUE constraint is what makes delivery
+-- exactly-once, whatever the interpreter does.
+CREATE TABLE deliveries (
+    id         INTEGER PRIMARY KEY,
+    run        INTEGER NOT NULL REFERENCES runs (id),
+    campaign   TEXT NOT NULL,
+    customer   TEXT NOT NULL,
+    occurrence TEXT NOT NULL,
+    outcome    TEXT NOT NULL
+        CHECK (outcome IN ('sent', 'expired', 'capped', 'unreachable', 'control', 'queued')),
+    channel    TEXT,
+    address    TEXT,
+    variant    TEXT,
+    fired_at   INTEGER NOT NULL,
+    due_at     INTEGER NOT NULL,
+    content    TEXT,
+    reason     TEXT,
+    UNIQUE (campaign, customer, occurrence)
+);
+-- Caps and `explain` look at one customer's deliveries by due time; each run releases the
+-- queued deliveries that have come due; `assign … evenly` counts each employee's deliveries.
+CREATE INDEX deliveries_by_customer ON deliveries (customer, due_at);
+CREATE INDEX deliveries_queued ON deliveries (due_at) WHERE outcome = 'queued';
+CREATE INDEX deliveries_by_address ON deliveries (campaign, address);
+";
+
+/// Brings the schema up to the newest version, all steps in one transaction.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let found: i64 = tx.query_row(
+        "SELECT coalesce(max(version), 0) FROM schema_version",
+        [],
+        |row| row.get(0),
+    )?;
+    let known = MIGRATIONS.len();
+    let pending = usize::try_from(found)
+        .ok()
+        .and_then(|found| MIGRATIONS.get(found..))
+        .ok_or(StoreError::UnknownSchema { found, known })?;
+    if !pending.is_empty() {
+        for step in pending {
+            tx.execute_batch(step)?;
+        }
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [known as i64],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
