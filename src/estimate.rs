@@ -103,7 +103,11 @@ impl<'p> Counts<'p> {
             .map(|plan| Estimate {
                 campaign: plan.campaign.clone(),
                 customers: 0,
-                clauses: plan.clauses.iter().map(|(clause, _)| zero(clause)).collect(),
+                clauses: plan
+                    .clauses
+                    .iter()
+                    .map(|(clause, _)| zero(clause))
+                    .collect(),
                 exclude: plan.exclude.as_ref().map(|(clause, _)| zero(clause)),
                 audience: 0,
             })

@@ -50,7 +50,8 @@ impl Properties {
 
     /// The properties; text that is not a JSON object reads as no properties.
     pub fn map(&self) -> &Map<String, Json> {
-        self.parsed.get_or_init(|| serde_json::from_str(&self.raw).unwrap_or_default())
+        self.parsed
+            .get_or_init(|| serde_json::from_str(&self.raw).unwrap_or_default())
     }
 }
 
@@ -191,7 +192,9 @@ impl<'a> Compiler<'a> {
 
     /// A channel's `reachable` condition, if it declares one (in the project's zone).
     pub fn reachable(&self, channel: &str) -> Option<Cond> {
-        self.reachable.get(channel).map(|expr| self.compile(expr, None))
+        self.reachable
+            .get(channel)
+            .map(|expr| self.compile(expr, None))
     }
 
     /// This compiler with date-times written without an offset read in `zone`.

@@ -7,8 +7,8 @@
 
 pub mod ast;
 pub mod check;
-pub mod deliver;
 pub mod cli;
+pub mod deliver;
 pub mod diagnostics;
 pub mod estimate;
 pub mod eval;

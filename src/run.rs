@@ -60,7 +60,11 @@ pub enum RunError {
 }
 
 /// Runs every campaign of a checked project (no errors) against the store at `options.now`.
-pub fn run(project: &Project, store: &mut Store, options: &RunOptions) -> Result<Vec<Emitted>, RunError> {
+pub fn run(
+    project: &Project,
+    store: &mut Store,
+    options: &RunOptions,
+) -> Result<Vec<Emitted>, RunError> {
     let schema = project.schema();
     let compiler = Compiler::new(&schema, &project.modules);
     let campaigns: Vec<CampaignPlan> = project
@@ -107,11 +111,23 @@ fn run_in(
         .map(|(c, r)| c.trigger.schedule_times(r.after, now))
         .collect();
     tx.for_each_customer(|stored, events| -> Result<(), RunError> {
-        let customer = to_customer(stored, events);
-        for ((campaign, range), times) in campaigns.iter().zip(&ranges).zip(&schedule_times) {
-            for occurrence in campaign.occurrences(&customer, range, times, now) {
-                emitted.extend(campaign.decide(tx, run, &customer, &occurrence, now)?);
+        let mut customer = to_customer(stored, events);
+        // Tag actions record `tag_added` / `tag_removed` events that other campaigns' triggers
+        // must see in this run: a customer whose tags changed is processed again (each
+        // occurrence is still handled once). Bounded, in case campaigns toggle a tag forever.
+        for _ in 0..MAX_TAG_ROUNDS {
+            let mut tags_changed = false;
+            for ((campaign, range), times) in campaigns.iter().zip(&ranges).zip(&schedule_times) {
+                for occurrence in campaign.occurrences(&customer, range, times, now) {
+                    let decided = campaign.decide(tx, run, &customer, &occurrence, now)?;
+                    emitted.extend(decided.emitted);
+                    tags_changed |= decided.tags_changed;
+                }
             }
+            if !tags_changed {
+                break;
+            }
+            customer = reload(tx, &customer.id)?;
         }
         Ok(())
     })?;
@@ -120,6 +136,25 @@ fn run_in(
     }
     tx.finish_run(run)?;
     Ok(emitted)
+}
+
+/// How many times one customer is processed in a run when tag actions keep changing its tags.
+const MAX_TAG_ROUNDS: usize = 8;
+
+/// What deciding one occurrence did.
+struct Decided {
+    emitted: Vec<Emitted>,
+    tags_changed: bool,
+}
+
+/// The customer as the store has it now (after tag actions of this run).
+fn reload(tx: &Tx, id: &str) -> Result<Customer, StoreError> {
+    let stored = tx.customer(id)?.unwrap_or_else(|| store::Customer {
+        id: id.to_string(),
+        ..store::Customer::default()
+    });
+    let events = tx.events_for_customer(id, ..)?;
+    Ok(to_customer(&stored, &events))
 }
 
 /// The part of time a run handles for one campaign: occurrences firing in `(after, now]`,
@@ -191,7 +226,10 @@ impl CampaignPlan {
             audience: c.audience.as_ref().map(|a| compiler.compile_in(a, zone)),
             exclude: c.exclude.as_ref().map(|e| compiler.compile_in(e, zone)),
             trigger: TriggerPlan::new(
-                &c.trigger.as_ref().expect("checked campaigns have a trigger").kind,
+                &c.trigger
+                    .as_ref()
+                    .expect("checked campaigns have a trigger")
+                    .kind,
                 compiler,
                 zone,
             ),
@@ -216,15 +254,27 @@ impl CampaignPlan {
             }
         };
         // An occurrence firing exactly at `start` belongs to the campaign.
-        let first = if self.start.is_some() { begin - 1 } else { begin };
+        let first = if self.start.is_some() {
+            begin - 1
+        } else {
+            begin
+        };
         let after = read("until")?.map_or(first, |until| until.max(first));
         Ok(Range { after, begin })
     }
 
     /// The customer's occurrences in the range, before audience and exclusion.
-    fn occurrences(&self, customer: &Customer, range: &Range, times: &[Millis], now: Millis) -> Vec<Occurrence> {
+    fn occurrences(
+        &self,
+        customer: &Customer,
+        range: &Range,
+        times: &[Millis],
+        now: Millis,
+    ) -> Vec<Occurrence> {
         if let TriggerPlan::Event(_) = self.trigger {
-            return self.trigger.event_occurrences(customer, range.begin, range.after, now);
+            return self
+                .trigger
+                .event_occurrences(customer, range.begin, range.after, now);
         }
         times
             .iter()
@@ -242,8 +292,9 @@ impl CampaignPlan {
             && !self.exclude.as_ref().is_some_and(|e| e.eval(customer, at))
     }
 
-    /// Decides one occurrence for one customer: records every action's outcome and returns what
-    /// is sent now.
+    /// Decides one occurrence for one customer: records every action's outcome, applies its tag
+    /// actions, and returns what is sent now. An occurrence the store has already recorded is
+    /// left alone: that is what makes runs exactly-once.
     fn decide(
         &self,
         tx: &Tx,
@@ -251,22 +302,18 @@ impl CampaignPlan {
         customer: &Customer,
         occurrence: &Occurrence,
         now: Millis,
-    ) -> Result<Vec<Emitted>, RunError> {
+    ) -> Result<Decided, RunError> {
+        let mut decided = Decided {
+            emitted: Vec::new(),
+            tags_changed: false,
+        };
         if !self.in_audience(customer, occurrence.fired_at) {
-            return Ok(Vec::new());
+            return Ok(decided);
         }
         let event = occurrence.event.map(|i| &customer.events[i]);
         let fired = to_time(occurrence.fired_at);
-        for (add, tag) in &self.tags {
-            if *add {
-                tx.add_tag(&customer.id, tag, fired)?;
-            } else {
-                tx.remove_tag(&customer.id, tag, fired)?;
-            }
-        }
         let zone = customer_zone(customer).unwrap_or(self.zone);
         let due = after_wait(occurrence.fired_at, self.wait.as_ref(), zone);
-        let mut emitted = Vec::new();
         for (index, send) in self.sends.iter().enumerate() {
             let mut delivery = Delivery {
                 campaign: self.name.clone(),
@@ -281,6 +328,7 @@ impl CampaignPlan {
                 content: event.map(|e| json!({ "event": e.properties.map() })),
                 reason: None,
             };
+            let mut sent = None;
             if let Some(end) = self.end.filter(|end| due > *end) {
                 delivery.outcome = Outcome::Expired;
                 delivery.reason = Some(format!(
@@ -289,14 +337,29 @@ impl CampaignPlan {
                     show(end)
                 ));
             } else if due <= now {
-                let sent = send.settle(tx, &mut delivery, customer, event.map(|e| e.properties.map()))?;
-                emitted.extend(sent);
+                sent = send.settle(
+                    tx,
+                    &mut delivery,
+                    customer,
+                    event.map(|e| e.properties.map()),
+                )?;
             } else {
                 delivery.reason = Some(format!("waiting until {}", show(due)));
             }
-            tx.record_delivery(run, &delivery)?;
+            if !tx.record_delivery(run, &delivery)? {
+                // Handled by an earlier run (or round): nothing more to do for this occurrence.
+                return Ok(decided);
+            }
+            decided.emitted.extend(sent);
         }
-        Ok(emitted)
+        for (add, tag) in &self.tags {
+            decided.tags_changed |= if *add {
+                tx.add_tag(&customer.id, tag, fired)?
+            } else {
+                tx.remove_tag(&customer.id, tag, fired)?
+            };
+        }
+        Ok(decided)
     }
 }
 
@@ -335,7 +398,10 @@ impl SendPlan {
                     Some(employee) => Some(employee),
                     None => {
                         delivery.outcome = Outcome::Unreachable;
-                        delivery.reason = Some(format!("unreachable: {}: no employee has this customer", option.name));
+                        delivery.reason = Some(format!(
+                            "unreachable: {}: no employee has this customer",
+                            option.name
+                        ));
                         return Ok(None);
                     }
                 }
@@ -362,7 +428,11 @@ impl SendPlan {
 }
 
 impl ChannelPlan {
-    fn new(delivery: &crate::ast::Delivery, compiler: &Compiler<'_>, schema: &Schema) -> ChannelPlan {
+    fn new(
+        delivery: &crate::ast::Delivery,
+        compiler: &Compiler<'_>,
+        schema: &Schema,
+    ) -> ChannelPlan {
         let channel = schema
             .channel(&delivery.channel.name)
             .expect("checked campaigns name known channels");
@@ -385,22 +455,29 @@ impl ChannelPlan {
     }
 
     /// The employee who posts or does the task for this customer.
-    fn employee(&self, tx: &Tx, campaign: &str, customer: &str) -> Result<Option<String>, StoreError> {
+    fn employee(
+        &self,
+        tx: &Tx,
+        campaign: &str,
+        customer: &str,
+    ) -> Result<Option<String>, StoreError> {
         if !self.assign.is_empty() {
             return tx.least_loaded_employee(campaign, &self.assign);
         }
         let employees = tx.employees_for_customer(customer)?;
-        Ok(match self.employee.as_ref().unwrap_or(&EmployeeRule::LastAdded) {
-            EmployeeRule::FirstAdded => employees.first().map(|e| e.employee.clone()),
-            EmployeeRule::LastAdded => employees
-                .iter()
-                .max_by_key(|e| e.added_at)
-                .map(|e| e.employee.clone()),
-            EmployeeRule::Priority(list) => list
-                .iter()
-                .find(|wanted| employees.iter().any(|e| e.employee == wanted.value))
-                .map(|e| e.value.clone()),
-        })
+        Ok(
+            match self.employee.as_ref().unwrap_or(&EmployeeRule::LastAdded) {
+                EmployeeRule::FirstAdded => employees.first().map(|e| e.employee.clone()),
+                EmployeeRule::LastAdded => employees
+                    .iter()
+                    .max_by_key(|e| e.added_at)
+                    .map(|e| e.employee.clone()),
+                EmployeeRule::Priority(list) => list
+                    .iter()
+                    .find(|wanted| employees.iter().any(|e| e.employee == wanted.value))
+                    .map(|e| e.value.clone()),
+            },
+        )
     }
 
     /// The message as sent: each part rendered, keyed by what it is.
@@ -413,7 +490,11 @@ impl ChannelPlan {
         let mut previous = None;
         for part in &self.content.parts {
             let key = match (part.key, previous) {
-                (ContentKey::Title, Some(ContentKey::Link)) if matches!(self.kind, ChannelKind::Wecom | ChannelKind::Moments) => "link_title",
+                (ContentKey::Title, Some(ContentKey::Link))
+                    if matches!(self.kind, ChannelKind::Wecom | ChannelKind::Moments) =>
+                {
+                    "link_title"
+                }
                 (key, _) => key.name(),
             };
             content.insert(key.into(), fill(&part.value));
@@ -440,8 +521,12 @@ fn release_queued(
             .rsplit_once("/send")
             .and_then(|(_, i)| i.parse().ok())
             .unwrap_or(0);
-        let Some(send) = campaign.sends.get(index) else { continue };
-        let Some(stored) = tx.customer(&delivery.customer)? else { continue };
+        let Some(send) = campaign.sends.get(index) else {
+            continue;
+        };
+        let Some(stored) = tx.customer(&delivery.customer)? else {
+            continue;
+        };
         let due = delivery.due_at;
         let events = tx.events_for_customer(&delivery.customer, ..=due)?;
         let customer = to_customer(&stored, &events);

@@ -197,7 +197,7 @@ impl TriggerPlan {
             let counted = match trigger.occurrence {
                 None => true,
                 Some((OccurrenceMode::After, n)) => count == n,
-                Some((OccurrenceMode::Every, n)) => n > 0 && count % n == 0,
+                Some((OccurrenceMode::Every, n)) => n > 0 && count.is_multiple_of(n),
             };
             if !counted {
                 continue;

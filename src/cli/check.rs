@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
-use super::{EXIT_ERRORS, EXIT_OK, EXIT_USAGE};
+use super::{plural, EXIT_ERRORS, EXIT_OK, EXIT_USAGE};
 use crate::check::CheckOptions;
 use crate::diagnostics::{self, Style};
 use crate::project::{self, Project};
@@ -90,22 +90,14 @@ pub fn human(project: &Project, style: Style) -> String {
 }
 
 fn summary(project: &Project) -> String {
-    let files = plural(project.sources.len(), "file");
+    let files = plural(project.sources.len() as u64, "file");
     match (project.errors(), project.warnings()) {
         (0, 0) => format!("checked {files}: no problems"),
         (errors, warnings) => format!(
             "checked {files}: {}, {}",
-            plural(errors, "error"),
-            plural(warnings, "warning")
+            plural(errors as u64, "error"),
+            plural(warnings as u64, "warning")
         ),
-    }
-}
-
-fn plural(n: usize, word: &str) -> String {
-    if n == 1 {
-        format!("1 {word}")
-    } else {
-        format!("{n} {word}s")
     }
 }
 

@@ -93,12 +93,23 @@ pub fn run(args: Args) -> u8 {
 fn table(results: &[Estimate]) -> String {
     let mut out = String::new();
     for r in results {
-        out.push_str(&format!("campaign `{}`: {} of {} customers\n", r.campaign, r.audience, r.customers));
+        out.push_str(&format!(
+            "campaign `{}`: {} of {} customers\n",
+            r.campaign, r.audience, r.customers
+        ));
         for c in &r.clauses {
-            out.push_str(&format!("  {:>9}  {:>9} alone   {}\n", c.cumulative, c.alone, c.clause));
+            out.push_str(&format!(
+                "  {:>9}  {:>9} alone   {}\n",
+                c.cumulative, c.alone, c.clause
+            ));
         }
         if let Some(e) = &r.exclude {
-            out.push_str(&format!("  {:>9}  {:>9} alone   exclude {}\n", -(e.cumulative as i64), e.alone, e.clause));
+            out.push_str(&format!(
+                "  {:>9}  {:>9} alone   exclude {}\n",
+                -(e.cumulative as i64),
+                e.alone,
+                e.clause
+            ));
         }
     }
     out

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{EXIT_ERRORS, EXIT_OK, EXIT_USAGE};
+use super::{plural, EXIT_ERRORS, EXIT_OK, EXIT_USAGE};
 use crate::store::{
     self, BadRow, ImportError, ImportFile, ImportObserver, ImportOptions, ImportSummary, Kind,
     Store,
@@ -94,13 +94,6 @@ fn noun(kind: Kind) -> &'static str {
         Kind::Events => "event",
         Kind::Tags => "tag",
         Kind::Employees => "employee relation",
-    }
-}
-
-fn plural(n: u64, noun: &str) -> String {
-    match n {
-        1 => format!("1 {noun}"),
-        n => format!("{n} {noun}s"),
     }
 }
 

@@ -68,13 +68,24 @@ pub fn checked_project(paths: &[std::path::PathBuf]) -> Result<crate::Project, u
         width: 100,
     };
     for diagnostic in project.diagnostics.iter().filter(|d| d.is_error()) {
-        eprint!("{}", crate::diagnostics::render(&project.sources, diagnostic, style));
+        eprint!(
+            "{}",
+            crate::diagnostics::render(&project.sources, diagnostic, style)
+        );
     }
     if project.errors() > 0 {
         eprintln!("error: the rules have errors; nothing was run");
         return Err(EXIT_ERRORS);
     }
     Ok(project)
+}
+
+/// "1 file", "2 files".
+pub fn plural(n: u64, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
 }
 
 /// Whether to draw in colour: only on a terminal, and never when NO_COLOR is set.

@@ -85,7 +85,11 @@ pub fn table(emitted: &[Emitted]) -> String {
         let summary = e
             .content
             .as_object()
-            .and_then(|c| c.get("text").or_else(|| c.get("subject")).or_else(|| c.get("title")))
+            .and_then(|c| {
+                c.get("text")
+                    .or_else(|| c.get("subject"))
+                    .or_else(|| c.get("title"))
+            })
             .and_then(|v| v.as_str())
             .unwrap_or("");
         let summary: String = summary.chars().take(40).collect();
@@ -96,7 +100,10 @@ pub fn table(emitted: &[Emitted]) -> String {
             e.customer,
             e.channel,
             e.to.as_deref().unwrap_or("-"),
-            e.variant.as_ref().map(|v| format!("[{v}] ")).unwrap_or_default(),
+            e.variant
+                .as_ref()
+                .map(|v| format!("[{v}] "))
+                .unwrap_or_default(),
             summary
         ));
     }

@@ -1,0 +1,88 @@
+//! Scenario tests for the interpreter: `tests/scenarios/<name>/` holds `rules.nudge`,
+//! `customers.jsonl`, optionally `events.jsonl` and `employees.jsonl`, and `expected.txt`:
+//! a sequence of `run <NOW>` lines, each followed by exactly the JSON lines that run must emit
+//! (`#` lines are comments). Everything is imported first; runs then happen in order.
+
+use std::path::Path;
+use std::process::Command;
+
+fn nudge(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn run_scenario(dir: &Path) {
+    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let store =
+        std::env::temp_dir().join(format!("nudge-scenario-{name}-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&store);
+    let store_arg = store.to_str().unwrap();
+    for kind in ["customers", "events", "employees", "tags"] {
+        let file = dir.join(format!("{kind}.jsonl"));
+        if file.exists() {
+            let (code, _, err) =
+                nudge(&["import", kind, file.to_str().unwrap(), "--store", store_arg]);
+            assert_eq!(code, 0, "{name}: import {kind}: {err}");
+        }
+    }
+    let expected = std::fs::read_to_string(dir.join("expected.txt")).unwrap();
+    let mut runs: Vec<(String, Vec<String>)> = Vec::new();
+    for line in expected
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        match line.strip_prefix("run ") {
+            Some(now) => runs.push((now.to_string(), Vec::new())),
+            None => runs
+                .last_mut()
+                .expect("a `run` line first")
+                .1
+                .push(line.to_string()),
+        }
+    }
+    let rules = dir.join("rules.nudge");
+    for (now, want) in runs {
+        let (code, out, err) = nudge(&[
+            "run",
+            rules.to_str().unwrap(),
+            "--store",
+            store_arg,
+            "--now",
+            &now,
+            "--format",
+            "jsonl",
+        ]);
+        assert_eq!(code, 0, "{name}: run at {now}: {err}");
+        let got: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let want: Vec<serde_json::Value> = want
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(got, want, "{name}: run at {now}\ngot:\n{out}");
+    }
+    let _ = std::fs::remove_file(&store);
+}
+
+#[test]
+fn scenarios() {
+    let mut dirs: Vec<_> = std::fs::read_dir("tests/scenarios")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    assert!(!dirs.is_empty());
+    for dir in dirs {
+        run_scenario(&dir);
+    }
+}
