@@ -1,0 +1,272 @@
+//! The interpreter's guarantees, tested on generated timelines:
+//! - runs at T1 then T2 emit exactly what one run at T2 emits (for campaigns with a `start`);
+//! - a run that fails part-way leaves the store exactly as before, and re-running completes it.
+
+use chrono::{DateTime, Duration, Utc};
+use nudge::check::CheckOptions;
+use nudge::project::{self, Sources};
+use nudge::run::{run, Emitted, RunOptions};
+use nudge::store::{NewEvent, Store};
+use proptest::prelude::*;
+
+const RULES: &str = r#"
+customer { name: text  phone: text?  email: text?  registered_at: time }
+event view { page: text }
+event share
+event buy { amount: number }
+campaign "view-unless-share" {
+  start    2026-03-01 00:00
+  audience true
+  trigger  on view where page == "/pricing" unless share within 20m
+  wait     15m
+  send     sms "分享有礼 {{customer.name}}"
+  fallback email subject "分享有礼" body "{{customer.name}}"
+}
+campaign "third-buy" {
+  start    2026-03-01 00:00
+  end      2026-03-03 12:00
+  audience did buy where amount > 10 at least 1 time within last 1d
+  trigger  on buy after 3 times
+  wait     until 09:30
+  send     sms "第三单 {{event.amount}}"
+  add tag  "loyal"
+}
+campaign "loyal" {
+  start    2026-03-01 00:00
+  audience true
+  trigger  on tag added "loyal"
+  send     email subject "忠实顾客" body "谢谢"
+}
+campaign "daily" {
+  timezone "Asia/Shanghai"
+  start    2026-03-01 00:00
+  audience did not share within last 12h
+  trigger  every day at 10:00, 20:00 for 2d after customer.registered_at
+  send     sms "每日一问"
+}
+campaign "once" {
+  start    2026-03-01 00:00
+  audience did view at least 2 times
+  trigger  at 2026-03-02 12:00
+  send     sms "限时特惠"
+}
+"#;
+
+fn start() -> DateTime<Utc> {
+    "2026-03-01T00:00:00Z".parse().unwrap()
+}
+
+fn project() -> nudge::Project {
+    let mut sources = Sources::default();
+    sources.add("rules.nudge", RULES);
+    let project = project::analyze(sources, &CheckOptions { now: start() });
+    assert_eq!(project.errors(), 0, "{:#?}", project.diagnostics);
+    project
+}
+
+#[derive(Clone, Debug)]
+struct Timeline {
+    /// (has phone, has email, registered minutes after start)
+    customers: Vec<(bool, bool, i64)>,
+    /// (customer index, event kind, minutes after start, amount)
+    events: Vec<(usize, usize, i64, u32)>,
+}
+
+fn timeline() -> impl Strategy<Value = Timeline> {
+    let customers = prop::collection::vec((any::<bool>(), any::<bool>(), 0i64..3 * 1440), 1..5);
+    customers.prop_flat_map(|customers| {
+        let n = customers.len();
+        let events = prop::collection::vec((0..n, 0usize..4, 0i64..4 * 1440, 0u32..30), 0..30);
+        events.prop_map(move |events| Timeline {
+            customers: customers.clone(),
+            events,
+        })
+    })
+}
+
+fn fill(store: &mut Store, timeline: &Timeline) {
+    store
+        .transaction(|tx| -> Result<(), nudge::store::StoreError> {
+            for (i, (phone, email, registered)) in timeline.customers.iter().enumerate() {
+                let mut attributes = serde_json::json!({
+                    "name": format!("客户{i}"),
+                    "registered_at": (start() + Duration::minutes(*registered)).to_rfc3339(),
+                });
+                if *phone {
+                    attributes["phone"] = format!("1380000000{i}").into();
+                }
+                if *email {
+                    attributes["email"] = format!("c{i}@example.com").into();
+                }
+                tx.upsert_customer(&format!("c{i}"), attributes.as_object().unwrap())?;
+            }
+            let mut events = timeline.events.clone();
+            events.sort_by_key(|e| e.2);
+            for (customer, kind, minute, amount) in events {
+                let (name, properties) = match kind {
+                    0 => ("view", serde_json::json!({"page": "/pricing"})),
+                    1 => ("view", serde_json::json!({"page": "/home"})),
+                    2 => ("share", serde_json::json!({})),
+                    _ => ("buy", serde_json::json!({"amount": amount})),
+                };
+                tx.add_event(&NewEvent {
+                    customer: &format!("c{customer}"),
+                    name,
+                    at: start()
+                        + Duration::minutes(minute)
+                        + Duration::milliseconds(customer as i64),
+                    properties: &properties.to_string(),
+                })?;
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+fn run_at(project: &nudge::Project, store: &mut Store, now: DateTime<Utc>) -> Vec<Emitted> {
+    run(
+        project,
+        store,
+        &RunOptions {
+            now,
+            dry_run: false,
+        },
+    )
+    .unwrap()
+}
+
+fn sorted(mut emitted: Vec<Emitted>) -> Vec<String> {
+    let mut lines: Vec<String> = emitted
+        .drain(..)
+        .map(|e| serde_json::to_string(&e).unwrap())
+        .collect();
+    lines.sort();
+    lines
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn split_runs_emit_what_one_run_emits(
+        timeline in timeline(),
+        cuts in prop::collection::vec(0i64..5 * 1440, 0..6),
+    ) {
+        let project = project();
+        let end = start() + Duration::days(5);
+
+        let mut once = Store::open_in_memory().unwrap();
+        fill(&mut once, &timeline);
+        let expected = sorted(run_at(&project, &mut once, end));
+
+        let mut split = Store::open_in_memory().unwrap();
+        fill(&mut split, &timeline);
+        let mut cuts = cuts;
+        cuts.sort();
+        let mut got = Vec::new();
+        for minute in cuts {
+            got.extend(run_at(&project, &mut split, start() + Duration::minutes(minute)));
+        }
+        got.extend(run_at(&project, &mut split, end));
+        prop_assert_eq!(sorted(got), expected);
+        // The same `now` again emits nothing new.
+        prop_assert!(run_at(&project, &mut split, end).is_empty());
+    }
+}
+
+fn counts(store: &mut Store) -> (i64, i64, i64, i64) {
+    store
+        .scratch(|tx| -> Result<_, nudge::store::StoreError> {
+            let count = |table: &str| -> i64 {
+                tx.connection()
+                    .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                    .unwrap()
+            };
+            Ok((
+                count("deliveries"),
+                count("runs"),
+                count("campaign_progress"),
+                count("tags"),
+            ))
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_run_that_fails_part_way_changes_nothing() {
+    let project = project();
+    let timeline = Timeline {
+        customers: (0..4).map(|_| (true, true, 0)).collect(),
+        events: (0..4)
+            .flat_map(|c| {
+                [
+                    (c, 0, 60, 0),
+                    (c, 3, 70, 20),
+                    (c, 3, 80, 20),
+                    (c, 3, 90, 20),
+                ]
+            })
+            .collect(),
+    };
+    let path = std::env::temp_dir().join(format!("nudge-failure-{}.db", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut store = Store::open(&path).unwrap();
+    fill(&mut store, &timeline);
+    let before = counts(&mut store);
+    // Poison one customer's deliveries: the run fails after others were recorded.
+    store
+        .transaction(|tx| -> Result<(), nudge::store::StoreError> {
+            tx.connection().execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON deliveries WHEN NEW.customer = 'c2'
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let now = start() + Duration::days(2);
+    let failed = run(
+        &project,
+        &mut store,
+        &RunOptions {
+            now,
+            dry_run: false,
+        },
+    );
+    assert!(failed.is_err());
+    drop(store);
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(
+        counts(&mut store),
+        before,
+        "a failed run must leave the store as it was"
+    );
+    store
+        .transaction(|tx| -> Result<(), nudge::store::StoreError> {
+            tx.connection().execute_batch("DROP TRIGGER poison")?;
+            Ok(())
+        })
+        .unwrap();
+    let emitted = run_at(&project, &mut store, now);
+
+    let mut fresh = Store::open_in_memory().unwrap();
+    fill(&mut fresh, &timeline);
+    assert_eq!(sorted(emitted), sorted(run_at(&project, &mut fresh, now)));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_dry_run_changes_nothing() {
+    let project = project();
+    let timeline = Timeline {
+        customers: vec![(true, false, 0)],
+        events: vec![(0, 3, 10, 20), (0, 3, 20, 20), (0, 3, 30, 20)],
+    };
+    let mut store = Store::open_in_memory().unwrap();
+    fill(&mut store, &timeline);
+    let before = counts(&mut store);
+    let now = start() + Duration::days(1);
+    let dry = run(&project, &mut store, &RunOptions { now, dry_run: true }).unwrap();
+    assert!(!dry.is_empty());
+    assert_eq!(counts(&mut store), before);
+    assert_eq!(sorted(run_at(&project, &mut store, now)), sorted(dry));
+}
