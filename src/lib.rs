@@ -9,6 +9,7 @@ pub mod ast;
 pub mod check;
 pub mod cli;
 pub mod deliver;
+pub mod demo;
 pub mod diagnostics;
 pub mod estimate;
 pub mod eval;

@@ -386,7 +386,7 @@ impl SendPlan {
             Ok(chosen) => chosen,
             Err(why) => {
                 delivery.outcome = Outcome::Unreachable;
-                delivery.reason = Some(format!("unreachable: {why}"));
+                delivery.reason = Some(why);
                 return Ok(None);
             }
         };

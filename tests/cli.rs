@@ -166,3 +166,37 @@ fn the_readme_lists_every_diagnostic_code() {
         );
     }
 }
+
+#[test]
+fn the_demo_runs_end_to_end() {
+    let store = std::env::temp_dir().join(format!("nudge-cli-demo-{}.db", std::process::id()));
+    let output = nudge(&[
+        "demo",
+        "--customers",
+        "300",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{text}");
+    assert!(text.contains("300 customers"), "{text}");
+    assert!(text.contains("run 5 at 2026-11-19 08:00"), "{text}");
+    let sent: usize = text
+        .lines()
+        .filter_map(|l| l.trim().strip_suffix(" sent"))
+        .map(|n| n.parse::<usize>().unwrap())
+        .sum();
+    assert!(sent > 0, "{text}");
+    // The store it leaves behind answers further commands.
+    let again = nudge(&[
+        "run",
+        "rules",
+        "--store",
+        store.to_str().unwrap(),
+        "--now",
+        "2026-11-19T00:00:00Z",
+    ]);
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(stdout(&again), "0 deliveries sent\n");
+    let _ = std::fs::remove_file(&store);
+}

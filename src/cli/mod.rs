@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand.
 
 pub mod check;
+pub mod demo;
 pub mod estimate;
 pub mod import;
 pub mod run;
@@ -37,6 +38,8 @@ enum Command {
     Run(run::Args),
     /// Audience size per campaign, and how many customers pass each clause
     Estimate(estimate::Args),
+    /// Create a sample shop, run the example campaigns on it, and show what was sent and why
+    Demo(demo::Args),
 }
 
 /// Runs the command line and returns the process's exit code.
@@ -47,6 +50,7 @@ pub fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         Command::Run(args) => run::run(args),
         Command::Estimate(args) => estimate::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     ExitCode::from(code)
 }
