@@ -200,3 +200,63 @@ fn the_demo_runs_end_to_end() {
     assert_eq!(stdout(&again), "0 deliveries sent\n");
     let _ = std::fs::remove_file(&store);
 }
+
+#[test]
+fn estimate_counts_the_funnel() {
+    let dir = scratch("estimate", &[
+        ("rules.nudge", "customer { age: number }\nevent buy\ncampaign \"c\" {\n  audience customer.age >= 18 and did buy\n  exclude has tag \"blocked\"\n  trigger on buy\n  send task \"call\" assign [\"a\"]\n}\n".as_bytes()),
+        ("customers.jsonl", "{\"id\": \"a\", \"age\": 30}\n{\"id\": \"b\", \"age\": 12}\n{\"id\": \"c\", \"age\": 40, \"tags\": [\"blocked\"]}\n".as_bytes()),
+        ("events.jsonl", "{\"customer\": \"a\", \"event\": \"buy\", \"at\": \"2026-03-01T00:00:00Z\"}\n{\"customer\": \"c\", \"event\": \"buy\", \"at\": \"2026-03-01T00:00:00Z\"}\n".as_bytes()),
+    ]);
+    let store = dir.join("s.db");
+    let store = store.to_str().unwrap();
+    for kind in ["customers", "events"] {
+        let file = dir.join(format!("{kind}.jsonl"));
+        assert_eq!(
+            nudge(&["import", kind, file.to_str().unwrap(), "--store", store])
+                .status
+                .code(),
+            Some(0)
+        );
+    }
+    let rules = dir.join("rules.nudge");
+    let output = nudge(&[
+        "estimate",
+        rules.to_str().unwrap(),
+        "--store",
+        store,
+        "--at",
+        "2026-03-02T00:00:00Z",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([{
+            "campaign": "c",
+            "customers": 3,
+            "clauses": [
+                {"clause": "customer.age >= 18", "alone": 2, "cumulative": 2},
+                {"clause": "did buy", "alone": 2, "cumulative": 2}
+            ],
+            "exclude": {"clause": "has tag \"blocked\"", "alone": 1, "cumulative": 1},
+            "audience": 1
+        }])
+    );
+    let unknown = nudge(&[
+        "estimate",
+        rules.to_str().unwrap(),
+        "--store",
+        store,
+        "--campaign",
+        "nope",
+    ]);
+    assert_eq!(unknown.status.code(), Some(1));
+}
