@@ -110,32 +110,80 @@ fn run_in(
         .zip(&ranges)
         .map(|(c, r)| c.trigger.schedule_times(r.after, now))
         .collect();
-    tx.for_each_customer(|stored, events| -> Result<(), RunError> {
-        let mut customer = to_customer(stored, events);
-        // Tag actions record `tag_added` / `tag_removed` events that other campaigns' triggers
-        // must see in this run: a customer whose tags changed is processed again (each
-        // occurrence is still handled once). Bounded, in case campaigns toggle a tag forever.
-        for _ in 0..MAX_TAG_ROUNDS {
-            let mut tags_changed = false;
-            for ((campaign, range), times) in campaigns.iter().zip(&ranges).zip(&schedule_times) {
-                for occurrence in campaign.occurrences(&customer, range, times, now) {
-                    let decided = campaign.decide(tx, run, &customer, &occurrence, now)?;
-                    emitted.extend(decided.emitted);
-                    tags_changed |= decided.tags_changed;
-                }
-            }
-            if !tags_changed {
-                break;
-            }
-            customer = reload(tx, &customer.id)?;
-        }
+    let mut process = |customer: Customer| -> Result<(), RunError> {
+        emitted.extend(process_customer(
+            tx,
+            run,
+            campaigns,
+            &ranges,
+            &schedule_times,
+            customer,
+            now,
+        )?);
         Ok(())
-    })?;
+    };
+    if schedule_times.iter().any(|times| !times.is_empty()) {
+        // A schedule fires for the whole audience: every customer is read once.
+        tx.for_each_customer(|stored, events| process(to_customer(stored, events)))?;
+    } else if let Some(from) = event_window_start(campaigns, &ranges) {
+        // Only events can fire: only customers with events in the window are read, so a run
+        // costs what is new, not the whole history.
+        for id in tx.customers_with_events_between(to_time(from), to_time(now))? {
+            process(reload(tx, &id)?)?;
+        }
+    }
     for campaign in campaigns {
         tx.set_progress(&campaign.name, "until", &now.to_string())?;
     }
     tx.finish_run(run)?;
     Ok(emitted)
+}
+
+/// Processes one customer for every campaign; see `MAX_TAG_ROUNDS`.
+fn process_customer(
+    tx: &Tx,
+    run: RunId,
+    campaigns: &[CampaignPlan],
+    ranges: &[Range],
+    schedule_times: &[Vec<Millis>],
+    mut customer: Customer,
+    now: Millis,
+) -> Result<Vec<Emitted>, RunError> {
+    let mut emitted = Vec::new();
+    // Tag actions record `tag_added` / `tag_removed` events that other campaigns' triggers must
+    // see in this run: a customer whose tags changed is processed again (each occurrence is
+    // still handled once). Bounded, in case campaigns toggle a tag forever.
+    for _ in 0..MAX_TAG_ROUNDS {
+        let mut tags_changed = false;
+        for ((campaign, range), times) in campaigns.iter().zip(ranges).zip(schedule_times) {
+            for occurrence in campaign.occurrences(&customer, range, times, now) {
+                let decided = campaign.decide(tx, run, &customer, &occurrence, now)?;
+                emitted.extend(decided.emitted);
+                tags_changed |= decided.tags_changed;
+            }
+        }
+        if !tags_changed {
+            break;
+        }
+        customer = reload(tx, &customer.id)?;
+    }
+    Ok(emitted)
+}
+
+/// The earliest event time that can fire an event trigger in this run: the start of the
+/// earliest range, less the longest `unless` wait. `None` when no campaign fires on events.
+fn event_window_start(campaigns: &[CampaignPlan], ranges: &[Range]) -> Option<Millis> {
+    campaigns
+        .iter()
+        .zip(ranges)
+        .filter_map(|(campaign, range)| match &campaign.trigger {
+            TriggerPlan::Event(trigger) => {
+                let wait = trigger.unless.as_ref().map_or(0, |u| u.within);
+                Some(range.after.saturating_sub(wait))
+            }
+            _ => None,
+        })
+        .min()
 }
 
 /// How many times one customer is processed in a run when tag actions keep changing its tags.

@@ -35,6 +35,29 @@ impl Tx<'_> {
     }
 }
 
+impl Tx<'_> {
+    /// The customers (imported ones only) with an event at an instant in `(after, until]`, in id
+    /// order.
+    pub fn customers_with_events_between(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        let ids = self
+            .tx
+            .prepare_cached(
+                "SELECT DISTINCT e.customer FROM events e JOIN customers c ON c.id = e.customer
+                 WHERE e.at > ?1 AND e.at <= ?2 ORDER BY e.customer",
+            )?
+            .query_map(
+                [after.timestamp_millis(), until.timestamp_millis()],
+                |row| row.get(0),
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
+    }
+}
+
 struct Scan<'s> {
     customers: Rows<'s>,
     tags: Follower<'s, String>,
