@@ -63,6 +63,16 @@ pub struct Schema {
 pub const BUILTIN_EVENTS: [&str; 2] = ["tag_added", "tag_removed"];
 
 impl Schema {
+    /// The time zone of a campaign: its own, else the policy's, else UTC.
+    pub fn campaign_zone(&self, campaign: &Campaign) -> Tz {
+        campaign
+            .timezone
+            .as_ref()
+            .and_then(|tz| tz.value.parse().ok())
+            .or(self.default_timezone)
+            .unwrap_or(Tz::UTC)
+    }
+
     /// The channel a campaign names: a declared one, else a built-in kind of that name.
     pub fn channel(&self, name: &str) -> Option<ChannelSchema> {
         self.channels.get(name).cloned().or_else(|| {

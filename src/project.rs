@@ -144,6 +144,17 @@ impl Project {
     pub fn schema(&self) -> Schema {
         check::schema(&self.modules)
     }
+
+    /// Every campaign of every file, in file order.
+    pub fn campaigns(&self) -> impl Iterator<Item = &crate::ast::Campaign> {
+        self.modules
+            .iter()
+            .flat_map(|(_, m)| &m.items)
+            .filter_map(|item| match item {
+                crate::ast::Item::Campaign(c) => Some(&**c),
+                _ => None,
+            })
+    }
 }
 
 /// Parses, lowers and checks every file of a project.

@@ -68,15 +68,9 @@ pub fn run(
     let schema = project.schema();
     let compiler = Compiler::new(&schema, &project.modules);
     let campaigns: Vec<CampaignPlan> = project
-        .modules
-        .iter()
-        .flat_map(|(_, m)| &m.items)
-        .filter_map(|item| match item {
-            Item::Campaign(c) if c.status == Status::Active => {
-                Some(CampaignPlan::new(c, &compiler, &schema))
-            }
-            _ => None,
-        })
+        .campaigns()
+        .filter(|c| c.status == Status::Active)
+        .map(|c| CampaignPlan::new(c, &compiler, &schema))
         .collect();
     let now = options.now.timestamp_millis();
     let body = |tx: &Tx| run_in(tx, &campaigns, now, options.now);
@@ -243,12 +237,7 @@ struct ChannelPlan {
 
 impl CampaignPlan {
     fn new(c: &Campaign, compiler: &Compiler<'_>, schema: &Schema) -> CampaignPlan {
-        let zone = c
-            .timezone
-            .as_ref()
-            .and_then(|tz| tz.value.parse().ok())
-            .or(schema.default_timezone)
-            .unwrap_or(Tz::UTC);
+        let zone = schema.campaign_zone(c);
         let at = |t: &DateTimeLit| instant(&t.value, zone).timestamp_millis();
         let mut sends = Vec::new();
         let mut tags = Vec::new();

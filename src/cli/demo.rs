@@ -131,12 +131,7 @@ fn demo(args: &Args, path: &Path) -> Result<(), DemoError> {
         eprintln!("error: the example rules have errors");
         return Err(DemoError::Rules);
     }
-    let campaigns = project
-        .modules
-        .iter()
-        .flat_map(|(_, m)| &m.items)
-        .filter(|i| matches!(i, crate::ast::Item::Campaign(_)))
-        .count();
+    let campaigns = project.campaigns().count();
     println!(
         "checked {} rule files: {campaigns} campaigns, no problems\n",
         RULES.len()

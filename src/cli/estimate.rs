@@ -4,10 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 
 use super::{EXIT_ERRORS, EXIT_OK, EXIT_USAGE};
-use crate::ast::Item;
 use crate::estimate::{AudiencePlan, Counts, Estimate};
 use crate::eval::Compiler;
 use crate::store::{Store, StoreError};
@@ -44,21 +42,9 @@ pub fn run(args: Args) -> u8 {
     let schema = project.schema();
     let compiler = Compiler::new(&schema, &project.modules);
     let plans: Vec<AudiencePlan> = project
-        .modules
-        .iter()
-        .flat_map(|(_, m)| &m.items)
-        .filter_map(|item| match item {
-            Item::Campaign(c) if args.campaign.as_ref().is_none_or(|n| *n == c.name.value) => {
-                let zone = c
-                    .timezone
-                    .as_ref()
-                    .and_then(|tz| tz.value.parse().ok())
-                    .or(schema.default_timezone)
-                    .unwrap_or(Tz::UTC);
-                Some(AudiencePlan::new(&compiler, c, zone))
-            }
-            _ => None,
-        })
+        .campaigns()
+        .filter(|c| args.campaign.as_ref().is_none_or(|n| *n == c.name.value))
+        .map(|c| AudiencePlan::new(&compiler, c, schema.campaign_zone(c)))
         .collect();
     if let (Some(name), true) = (&args.campaign, plans.is_empty()) {
         eprintln!("error: no campaign is named `{name}`");
