@@ -12,6 +12,7 @@
 //! Every outcome is recorded under a (campaign, customer, occurrence) key the store keeps unique,
 //! and the whole run is one transaction: killed part-way, the store is as before.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -183,6 +184,40 @@ fn event_window_start(campaigns: &[CampaignPlan], ranges: &[Range]) -> Option<Mi
 /// How many times one customer is processed in a run when tag actions keep changing its tags.
 const MAX_TAG_ROUNDS: usize = 8;
 
+/// Deliveries sent per address (for tasks: per employee) in one campaign, read from the store at
+/// its first use in a run and then kept current, so that `assign … evenly` costs one query per
+/// run, not one per task.
+#[derive(Default)]
+struct TaskLoad(RefCell<Option<HashMap<String, i64>>>);
+
+impl TaskLoad {
+    /// Of `employees`, the one with the fewest deliveries so far (the first such in the list).
+    fn least(
+        &self,
+        tx: &Tx,
+        campaign: &str,
+        employees: &[String],
+    ) -> Result<Option<String>, StoreError> {
+        let mut cache = self.0.borrow_mut();
+        if cache.is_none() {
+            *cache = Some(tx.sent_per_address(campaign)?);
+        }
+        let counts = cache.as_ref().expect("loaded above");
+        Ok(employees
+            .iter()
+            .min_by_key(|e| counts.get(*e).copied().unwrap_or(0))
+            .cloned())
+    }
+
+    /// Counts a delivery the store has recorded as sent.
+    fn count(&self, sent: Option<&Emitted>) {
+        let mut cache = self.0.borrow_mut();
+        if let (Some(counts), Some(to)) = (cache.as_mut(), sent.and_then(|e| e.to.as_ref())) {
+            *counts.entry(to.clone()).or_default() += 1;
+        }
+    }
+}
+
 /// What deciding one occurrence did.
 struct Decided {
     emitted: Vec<Emitted>,
@@ -217,6 +252,7 @@ struct CampaignPlan {
     trigger: TriggerPlan,
     wait: Option<Wait>,
     sends: Vec<SendPlan>,
+    task_load: TaskLoad,
     tags: Vec<(bool, String)>,
 }
 
@@ -272,6 +308,7 @@ impl CampaignPlan {
             ),
             wait: c.wait,
             sends,
+            task_load: TaskLoad::default(),
             tags,
         }
     }
@@ -379,6 +416,7 @@ impl CampaignPlan {
                     &mut delivery,
                     customer,
                     event.map(|e| e.properties.map()),
+                    &self.task_load,
                 )?;
             } else {
                 delivery.reason = Some(format!("waiting until {}", show(due)));
@@ -387,6 +425,7 @@ impl CampaignPlan {
                 // Handled by an earlier run (or round): nothing more to do for this occurrence.
                 return Ok(decided);
             }
+            self.task_load.count(sent.as_ref());
             decided.emitted.extend(sent);
         }
         for (add, tag) in &self.tags {
@@ -408,6 +447,7 @@ impl SendPlan {
         delivery: &mut Delivery,
         customer: &Customer,
         event: Option<&Map<String, Json>>,
+        load: &TaskLoad,
     ) -> Result<Option<Emitted>, StoreError> {
         let due = delivery.due_at.timestamp_millis();
         let options: Vec<ChannelOption<'_>> = self
@@ -431,7 +471,7 @@ impl SendPlan {
         let option = &self.options[index];
         let to = match option.kind {
             ChannelKind::Moments | ChannelKind::Task => {
-                match option.employee(tx, &delivery.campaign, &customer.id)? {
+                match option.employee(tx, &delivery.campaign, &customer.id, load)? {
                     Some(employee) => Some(employee),
                     None => {
                         delivery.outcome = Outcome::Unreachable;
@@ -497,9 +537,10 @@ impl ChannelPlan {
         tx: &Tx,
         campaign: &str,
         customer: &str,
+        load: &TaskLoad,
     ) -> Result<Option<String>, StoreError> {
         if !self.assign.is_empty() {
-            return tx.least_loaded_employee(campaign, &self.assign);
+            return load.least(tx, campaign, &self.assign);
         }
         let employees = tx.employees_for_customer(customer)?;
         Ok(
@@ -573,8 +614,17 @@ fn release_queued(
             .and_then(|c| c.get("event"))
             .and_then(|e| e.as_object())
             .cloned();
-        emitted.extend(send.settle(tx, &mut delivery, &customer, event.as_ref())?);
-        tx.settle_delivery(run, &delivery)?;
+        let sent = send.settle(
+            tx,
+            &mut delivery,
+            &customer,
+            event.as_ref(),
+            &campaign.task_load,
+        )?;
+        if tx.settle_delivery(run, &delivery)? {
+            campaign.task_load.count(sent.as_ref());
+            emitted.extend(sent);
+        }
     }
     Ok(emitted)
 }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::types::Type;
 use rusqlite::{params_from_iter, Row, ToSql};
+use std::collections::HashMap;
 
 use super::{conversion_error, millis, time, RunId, StoreError, Tx};
 
@@ -129,26 +130,19 @@ impl Tx<'_> {
         Ok(deliveries)
     }
 
-    /// Of `employees`, the one with the fewest deliveries sent in this campaign so far (the
-    /// first such in the list), so that `assign … evenly` keeps counts within one of each other
-    /// across runs. `None` when the list is empty.
-    pub fn least_loaded_employee(
-        &self,
-        campaign: &str,
-        employees: &[String],
-    ) -> Result<Option<String>, StoreError> {
-        let mut count = self.tx.prepare_cached(
-            "SELECT count(*) FROM deliveries
-             WHERE campaign = ?1 AND address = ?2 AND outcome = 'sent'",
-        )?;
-        let mut least: Option<(i64, &String)> = None;
-        for employee in employees {
-            let n: i64 = count.query_row([campaign, employee], |row| row.get(0))?;
-            if least.is_none_or(|(fewest, _)| n < fewest) {
-                least = Some((n, employee));
-            }
-        }
-        Ok(least.map(|(_, employee)| employee.clone()))
+    /// How many deliveries of `campaign` were sent to each address (for tasks: to each
+    /// employee), read once per run so that `assign … evenly` can balance across runs.
+    pub fn sent_per_address(&self, campaign: &str) -> Result<HashMap<String, i64>, StoreError> {
+        let counts = self
+            .tx
+            .prepare_cached(
+                "SELECT address, count(*) FROM deliveries
+                 WHERE campaign = ?1 AND outcome = 'sent' AND address IS NOT NULL
+                 GROUP BY address",
+            )?
+            .query_map([campaign], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(counts)
     }
 }
 
