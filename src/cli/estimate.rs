@@ -1,23 +1,18 @@
 //! `nudge estimate [PATHS] --store S [--campaign NAME] [--at T] [--format table|json]`.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
 use super::{EXIT_ERRORS, EXIT_OK, EXIT_USAGE};
 use crate::estimate::{AudiencePlan, Counts, Estimate};
 use crate::eval::Compiler;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Rule files, or directories to search for `*.nudge` files
-    #[arg(default_value = "rules")]
-    paths: Vec<PathBuf>,
-    /// The store
-    #[arg(long, default_value = "nudge.db")]
-    store: PathBuf,
+    #[command(flatten)]
+    target: super::RulesAndStore,
     /// Only this campaign
     #[arg(long)]
     campaign: Option<String>,
@@ -35,8 +30,8 @@ pub enum Format {
 }
 
 pub fn run(args: Args) -> u8 {
-    let project = match super::checked_project(&args.paths) {
-        Ok(project) => project,
+    let (project, mut store) = match args.target.open() {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
     let schema = project.schema();
@@ -51,15 +46,13 @@ pub fn run(args: Args) -> u8 {
         return EXIT_ERRORS;
     }
     let at = args.at.unwrap_or_else(Utc::now).timestamp_millis();
-    let result = Store::open(&args.store).and_then(|mut store| {
-        store.scratch(|tx| {
-            let mut counts = Counts::new(&plans, at);
-            tx.for_each_customer(|stored, events| -> Result<(), StoreError> {
-                counts.add(&crate::run::to_customer(stored, events));
-                Ok(())
-            })?;
-            Ok(counts.finish())
-        })
+    let result = store.scratch(|tx| -> Result<_, StoreError> {
+        let mut counts = Counts::new(&plans, at);
+        tx.for_each_customer(|stored, events| -> Result<(), StoreError> {
+            counts.add(&crate::run::to_customer(stored, events));
+            Ok(())
+        })?;
+        Ok(counts.finish())
     });
     let results = match result {
         Ok(results) => results,

@@ -55,6 +55,29 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// The rules and the store of a command that runs rules against a store.
+#[derive(clap::Args)]
+pub struct RulesAndStore {
+    /// Rule files, or directories to search for `*.nudge` files
+    #[arg(default_value = "rules")]
+    paths: Vec<std::path::PathBuf>,
+    /// The store
+    #[arg(long, default_value = "nudge.db")]
+    store: std::path::PathBuf,
+}
+
+impl RulesAndStore {
+    /// The checked rules and the open store, or the exit code (errors already printed).
+    pub fn open(&self) -> Result<(crate::Project, crate::store::Store), u8> {
+        let project = checked_project(&self.paths)?;
+        let store = crate::store::Store::open(&self.store).map_err(|error| {
+            eprintln!("error: {error}");
+            EXIT_USAGE
+        })?;
+        Ok((project, store))
+    }
+}
+
 /// Reads and checks the rules for a command that runs them: any error is printed to standard
 /// error and the command stops with its exit code (warnings are printed and tolerated).
 pub fn checked_project(paths: &[std::path::PathBuf]) -> Result<crate::Project, u8> {

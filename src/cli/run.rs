@@ -1,22 +1,17 @@
 //! `nudge run [PATHS] --store S [--now T] [--format table|jsonl] [--dry-run]`.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 
 use super::{EXIT_ERRORS, EXIT_OK, EXIT_USAGE};
 use crate::run::{Emitted, RunError, RunOptions};
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Rule files, or directories to search for `*.nudge` files
-    #[arg(default_value = "rules")]
-    paths: Vec<PathBuf>,
-    /// The store
-    #[arg(long, default_value = "nudge.db")]
-    store: PathBuf,
+    #[command(flatten)]
+    target: super::RulesAndStore,
     /// The instant to run at (default: the clock)
     #[arg(long, value_parser = super::parse_instant)]
     now: Option<DateTime<Utc>>,
@@ -35,16 +30,9 @@ pub enum Format {
 }
 
 pub fn run(args: Args) -> u8 {
-    let project = match super::checked_project(&args.paths) {
-        Ok(project) => project,
+    let (project, mut store) = match args.target.open() {
+        Ok(opened) => opened,
         Err(code) => return code,
-    };
-    let mut store = match Store::open(&args.store) {
-        Ok(store) => store,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return EXIT_USAGE;
-        }
     };
     let options = RunOptions {
         now: args.now.unwrap_or_else(Utc::now),
