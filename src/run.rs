@@ -119,7 +119,9 @@ fn run_in(
     };
     if schedule_times.iter().any(|times| !times.is_empty()) {
         // A schedule fires for the whole audience: every customer is read once.
-        tx.for_each_customer(|stored, events| process(to_customer(stored, events)))?;
+        tx.for_each_customer(|stored, events| {
+            process(to_customer(stored, std::mem::take(events)))
+        })?;
     } else if let Some(from) = event_window_start(campaigns, &ranges) {
         // Only events can fire: only customers with events in the window are read, so a run
         // costs what is new, not the whole history.
@@ -231,7 +233,7 @@ fn reload(tx: &Tx, id: &str) -> Result<Customer, StoreError> {
         ..store::Customer::default()
     });
     let events = tx.events_for_customer(id, ..)?;
-    Ok(to_customer(&stored, &events))
+    Ok(to_customer(&stored, events))
 }
 
 /// The part of time a run handles for one campaign: occurrences firing in `(after, now]`,
@@ -607,7 +609,7 @@ fn release_queued(
         };
         let due = delivery.due_at;
         let events = tx.events_for_customer(&delivery.customer, ..=due)?;
-        let customer = to_customer(&stored, &events);
+        let customer = to_customer(&stored, events);
         let event = delivery
             .content
             .as_ref()
@@ -629,19 +631,20 @@ fn release_queued(
     Ok(emitted)
 }
 
-/// A stored customer and its events, as evaluation reads them.
-pub fn to_customer(stored: &store::Customer, events: &[store::Event]) -> Customer {
+/// A stored customer and its events, as evaluation reads them. The events are moved, not
+/// copied: whole-audience passes read every event of the store.
+pub fn to_customer(stored: &store::Customer, events: Vec<store::Event>) -> Customer {
     Customer {
         id: stored.id.clone(),
         attributes: serde_json::from_str(&stored.attributes).unwrap_or_default(),
         tags: stored.tags.iter().cloned().collect(),
         events: events
-            .iter()
+            .into_iter()
             .map(|e| Event {
                 id: e.id,
-                name: e.name.clone(),
+                name: e.name,
                 at: e.at.timestamp_millis(),
-                properties: Properties::new(e.properties.clone()),
+                properties: Properties::new(e.properties),
             })
             .collect(),
     }

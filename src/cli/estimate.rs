@@ -49,7 +49,7 @@ pub fn run(args: Args) -> u8 {
     let result = store.scratch(|tx| -> Result<_, StoreError> {
         let mut counts = Counts::new(&plans, at);
         tx.for_each_customer(|stored, events| -> Result<(), StoreError> {
-            counts.add(&crate::run::to_customer(stored, events));
+            counts.add(&crate::run::to_customer(stored, std::mem::take(events)));
             Ok(())
         })?;
         Ok(counts.finish())

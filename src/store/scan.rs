@@ -6,13 +6,14 @@ use super::{event, Customer, Event, StoreError, Tx};
 
 impl Tx<'_> {
     /// Calls `f` once per customer, in id order, with its tags and its events in time order.
+    /// `f` may take the events out of the buffer (it is refilled for the next customer).
     ///
     /// One pass: three queries in customer order (customers, tags, events), merged here, so
     /// memory holds one customer's history at a time however large the store. Tags and events
     /// of ids that were never imported as customers are skipped.
     pub fn for_each_customer<E: From<StoreError>>(
         &self,
-        mut f: impl FnMut(&Customer, &[Event]) -> Result<(), E>,
+        mut f: impl FnMut(&Customer, &mut Vec<Event>) -> Result<(), E>,
     ) -> Result<(), E> {
         let sql = |text| self.tx.prepare(text).map_err(StoreError::from);
         let mut customers = sql("SELECT id, attributes FROM customers ORDER BY id")?;
@@ -29,7 +30,7 @@ impl Tx<'_> {
         let mut customer = Customer::default();
         let mut history = Vec::new();
         while scan.next(&mut customer, &mut history)? {
-            f(&customer, &history)?;
+            f(&customer, &mut history)?;
         }
         Ok(())
     }
