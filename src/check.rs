@@ -58,6 +58,8 @@ pub struct Schema {
     pub segments: BTreeMap<String, (FileId, Span)>,
     /// The policy's time zone, when it names a valid one.
     pub default_timezone: Option<Tz>,
+    /// The policy's quiet hours, which apply to campaigns without their own.
+    pub default_quiet: Option<Quiet>,
 }
 
 pub const BUILTIN_EVENTS: [&str; 2] = ["tag_added", "tag_removed"];
@@ -253,6 +255,7 @@ impl<'a> Checker<'a> {
                             policy = Some((*file, keyword));
                             self.schema.default_timezone =
                                 p.timezone.as_ref().and_then(|tz| tz.value.parse().ok());
+                            self.schema.default_quiet = p.quiet;
                         }
                     }
                 }

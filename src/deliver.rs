@@ -19,6 +19,30 @@ pub fn after_wait(fired_at: Millis, wait: Option<&Wait>, zone: Tz) -> Millis {
     }
 }
 
+/// Quiet hours `from` to `to` (wall-clock, in `zone`; `from` > `to` spans midnight): a delivery
+/// due inside moves to the end of the window. The window includes its start and excludes its end:
+/// due exactly at `from` moves, due exactly at `to` stays.
+pub fn out_of_quiet(due: Millis, from: NaiveTime, to: NaiveTime, zone: Tz) -> Millis {
+    let local = DateTime::<Utc>::from_timestamp_millis(due)
+        .unwrap_or_default()
+        .with_timezone(&zone);
+    let time = local.time();
+    let spans_midnight = from > to;
+    let inside = if spans_midnight {
+        time >= from || time < to
+    } else {
+        from <= time && time < to
+    };
+    if !inside {
+        return due;
+    }
+    let mut end_date = local.date_naive();
+    if spans_midnight && time >= from {
+        end_date += Duration::days(1);
+    }
+    crate::time::local_to_utc(zone, end_date.and_time(to)).timestamp_millis()
+}
+
 /// The first instant at or after `from` whose wall-clock time in `zone` is `time`.
 pub fn next_local_time(from: Millis, time: NaiveTime, zone: Tz) -> Millis {
     let start = DateTime::<Utc>::from_timestamp_millis(from).unwrap_or_default();
@@ -145,6 +169,55 @@ mod tests {
         assert_eq!(
             after_wait(ms("2026-03-07T16:00:00Z"), Some(&until(10, 0)), ny),
             ms("2026-03-08T14:00:00Z")
+        );
+    }
+
+    fn hm(h: u32, m: u32) -> NaiveTime {
+        NaiveTime::from_hms_opt(h, m, 0).unwrap()
+    }
+
+    #[test]
+    fn quiet_hours_spanning_midnight() {
+        let shanghai = chrono_tz::Asia::Shanghai;
+        let quiet = |due: &str| out_of_quiet(ms(due), hm(22, 0), hm(8, 0), shanghai);
+        // 23:00 Shanghai (15:00 UTC) → 08:00 next day (00:00 UTC).
+        assert_eq!(quiet("2026-03-01T15:00:00Z"), ms("2026-03-02T00:00:00Z"));
+        // 07:59 → 08:00 the same day; 08:00 itself is outside; 22:00 itself is inside.
+        assert_eq!(quiet("2026-03-01T23:59:00Z"), ms("2026-03-02T00:00:00Z"));
+        assert_eq!(quiet("2026-03-02T00:00:00Z"), ms("2026-03-02T00:00:00Z"));
+        assert_eq!(quiet("2026-03-01T14:00:00Z"), ms("2026-03-02T00:00:00Z"));
+        assert_eq!(quiet("2026-03-01T13:59:59Z"), ms("2026-03-01T13:59:59Z"));
+        // The same instant is quiet in one zone and not in another.
+        let berlin = out_of_quiet(
+            ms("2026-03-01T15:00:00Z"),
+            hm(22, 0),
+            hm(8, 0),
+            chrono_tz::Europe::Berlin,
+        );
+        assert_eq!(berlin, ms("2026-03-01T15:00:00Z"));
+    }
+
+    #[test]
+    fn quiet_hours_within_a_day_and_across_daylight_saving() {
+        let utc = Tz::UTC;
+        assert_eq!(
+            out_of_quiet(ms("2026-03-01T13:00:00Z"), hm(12, 0), hm(14, 0), utc),
+            ms("2026-03-01T14:00:00Z")
+        );
+        assert_eq!(
+            out_of_quiet(ms("2026-03-01T14:00:00Z"), hm(12, 0), hm(14, 0), utc),
+            ms("2026-03-01T14:00:00Z")
+        );
+        // New York springs forward on the night of 2026-03-07/08: 08:00 EDT is 12:00 UTC (a 23-hour day).
+        let ny = chrono_tz::America::New_York;
+        assert_eq!(
+            out_of_quiet(ms("2026-03-08T04:00:00Z"), hm(22, 0), hm(8, 0), ny),
+            ms("2026-03-08T12:00:00Z")
+        );
+        // It falls back on 2026-11-01 (a 25-hour day): 08:00 EST is 13:00 UTC.
+        assert_eq!(
+            out_of_quiet(ms("2026-11-01T05:00:00Z"), hm(22, 0), hm(8, 0), ny),
+            ms("2026-11-01T13:00:00Z")
         );
     }
 

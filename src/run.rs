@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::ast::*;
 use crate::check::{instant, Schema};
-use crate::deliver::{after_wait, choose_channel, render, ChannelOption};
+use crate::deliver::{after_wait, choose_channel, out_of_quiet, render, ChannelOption};
 use crate::eval::{Compiler, Cond, Customer, Event, Millis, Properties};
 use crate::project::Project;
 use crate::store::{self, Delivery, Outcome, RunId, Store, StoreError, Tx};
@@ -253,6 +253,8 @@ struct CampaignPlan {
     exclude: Option<Cond>,
     trigger: TriggerPlan,
     wait: Option<Wait>,
+    /// The campaign's quiet hours, else the policy's.
+    quiet: Option<Quiet>,
     sends: Vec<SendPlan>,
     task_load: TaskLoad,
     tags: Vec<(bool, String)>,
@@ -309,6 +311,7 @@ impl CampaignPlan {
                 zone,
             ),
             wait: c.wait,
+            quiet: c.quiet.or(schema.default_quiet),
             sends,
             task_load: TaskLoad::default(),
             tags,
@@ -389,7 +392,12 @@ impl CampaignPlan {
         let event = occurrence.event.map(|i| &customer.events[i]);
         let fired = to_time(occurrence.fired_at);
         let zone = customer_zone(customer).unwrap_or(self.zone);
-        let due = after_wait(occurrence.fired_at, self.wait.as_ref(), zone);
+        let waited = after_wait(occurrence.fired_at, self.wait.as_ref(), zone);
+        let due = match self.quiet {
+            Some(quiet) => out_of_quiet(waited, quiet.from.value, quiet.to.value, zone),
+            None => waited,
+        };
+        let moved = (due != waited).then(|| format!("moved by quiet hours from {}", show(waited)));
         for (index, send) in self.sends.iter().enumerate() {
             let mut delivery = Delivery {
                 campaign: self.name.clone(),
@@ -402,16 +410,19 @@ impl CampaignPlan {
                 fired_at: fired,
                 due_at: to_time(due),
                 content: event.map(|e| json!({ "event": e.properties.map() })),
-                reason: None,
+                reason: moved.clone(),
             };
             let mut sent = None;
             if let Some(end) = self.end.filter(|end| due > *end) {
                 delivery.outcome = Outcome::Expired;
-                delivery.reason = Some(format!(
-                    "due at {}, after the campaign's end at {}",
-                    show(due),
-                    show(end)
-                ));
+                note(
+                    &mut delivery.reason,
+                    format!(
+                        "due at {}, after the campaign's end at {}",
+                        show(due),
+                        show(end)
+                    ),
+                );
             } else if due <= now {
                 sent = send.settle(
                     tx,
@@ -421,7 +432,7 @@ impl CampaignPlan {
                     &self.task_load,
                 )?;
             } else {
-                delivery.reason = Some(format!("waiting until {}", show(due)));
+                note(&mut delivery.reason, format!("waiting until {}", show(due)));
             }
             if !tx.record_delivery(run, &delivery)? {
                 // Handled by an earlier run (or round): nothing more to do for this occurrence.
@@ -465,7 +476,7 @@ impl SendPlan {
             Ok(chosen) => chosen,
             Err(why) => {
                 delivery.outcome = Outcome::Unreachable;
-                delivery.reason = Some(why);
+                note(&mut delivery.reason, why);
                 return Ok(None);
             }
         };
@@ -477,10 +488,10 @@ impl SendPlan {
                     Some(employee) => Some(employee),
                     None => {
                         delivery.outcome = Outcome::Unreachable;
-                        delivery.reason = Some(format!(
-                            "unreachable: {}: no employee has this customer",
-                            option.name
-                        ));
+                        note(
+                            &mut delivery.reason,
+                            format!("{}: no employee has this customer", option.name),
+                        );
                         return Ok(None);
                     }
                 }
@@ -492,7 +503,12 @@ impl SendPlan {
         delivery.channel = Some(option.name.clone());
         delivery.address = to.clone();
         delivery.content = Some(content.clone());
-        delivery.reason = (index > 0).then(|| "sent on a fallback channel".to_string());
+        if index > 0 {
+            note(
+                &mut delivery.reason,
+                "sent on a fallback channel".to_string(),
+            );
+        }
         Ok(Some(Emitted {
             campaign: delivery.campaign.clone(),
             customer: delivery.customer.clone(),
@@ -648,6 +664,14 @@ pub fn to_customer(stored: &store::Customer, events: Vec<store::Event>) -> Custo
             })
             .collect(),
     }
+}
+
+/// Adds a line to a delivery's reason (what `explain` tells about it).
+fn note(reason: &mut Option<String>, text: String) {
+    *reason = Some(match reason.take() {
+        Some(earlier) => format!("{earlier}; {text}"),
+        None => text,
+    });
 }
 
 /// The customer's own time zone (`customer.timezone`), when set and valid.

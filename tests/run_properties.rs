@@ -19,6 +19,7 @@ campaign "view-unless-share" {
   audience true
   trigger  on view where page == "/pricing" unless share within 20m
   wait     15m
+  quiet    22:00 to 08:00
   send     sms "分享有礼 {{customer.name}}"
   fallback email subject "分享有礼" body "{{customer.name}}"
 }
