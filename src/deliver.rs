@@ -43,6 +43,46 @@ pub fn out_of_quiet(due: Millis, from: NaiveTime, to: NaiveTime, zone: Tz) -> Mi
     crate::time::local_to_utc(zone, end_date.and_time(to)).timestamp_millis()
 }
 
+/// `pace N per D`: the start of the first slot at or after `due` that holds fewer than `per_slot`
+/// deliveries. Slots are aligned to multiples of `length` from local midnight in `zone` (seed
+/// 000: three triggers at 11:30 with `pace 1 per 1h` are due 12:00, 13:00 and 14:00).
+/// `taken(slot)` says how many deliveries a slot already holds.
+pub fn pace_slot(
+    due: Millis,
+    length: Millis,
+    per_slot: u64,
+    zone: Tz,
+    mut taken: impl FnMut(Millis) -> u64,
+) -> Millis {
+    let mut slot = first_slot_at_or_after(due, length, zone);
+    while taken(slot) >= per_slot {
+        slot = first_slot_at_or_after(slot + 1, length, zone);
+    }
+    slot
+}
+
+/// The first slot start at or after `t`: local midnight plus a multiple of `length` (slots of
+/// a day restart at the next local midnight; on days of 23 or 25 hours the last slot is shorter
+/// or longer).
+fn first_slot_at_or_after(t: Millis, length: Millis, zone: Tz) -> Millis {
+    let local = DateTime::<Utc>::from_timestamp_millis(t)
+        .unwrap_or_default()
+        .with_timezone(&zone);
+    let midnight = |date: chrono::NaiveDate| {
+        crate::time::local_to_utc(zone, date.and_time(NaiveTime::MIN)).timestamp_millis()
+    };
+    let day_start = midnight(local.date_naive());
+    let next_day = midnight(local.date_naive() + Duration::days(1));
+    let length = length.max(1);
+    let slots = (t - day_start + length - 1).div_euclid(length);
+    let slot = day_start + slots * length;
+    if slot < next_day {
+        slot
+    } else {
+        next_day
+    }
+}
+
 /// The first instant at or after `from` whose wall-clock time in `zone` is `time`.
 pub fn next_local_time(from: Millis, time: NaiveTime, zone: Tz) -> Millis {
     let start = DateTime::<Utc>::from_timestamp_millis(from).unwrap_or_default();
@@ -218,6 +258,50 @@ mod tests {
         assert_eq!(
             out_of_quiet(ms("2026-11-01T05:00:00Z"), hm(22, 0), hm(8, 0), ny),
             ms("2026-11-01T13:00:00Z")
+        );
+    }
+
+    #[test]
+    fn pace_takes_the_first_free_slot_at_or_after_due() {
+        let shanghai = chrono_tz::Asia::Shanghai;
+        let hour = 3_600_000;
+        // Seed 000: three triggers at 11:30 (03:30 UTC) with `pace 1 per 1h`.
+        let mut taken: Vec<Millis> = Vec::new();
+        for _ in 0..3 {
+            let slot = pace_slot(ms("2026-03-01T03:30:00Z"), hour, 1, shanghai, |s| {
+                taken.iter().filter(|t| **t == s).count() as u64
+            });
+            taken.push(slot);
+        }
+        assert_eq!(
+            taken,
+            [
+                ms("2026-03-01T04:00:00Z"),
+                ms("2026-03-01T05:00:00Z"),
+                ms("2026-03-01T06:00:00Z")
+            ]
+        );
+        // A due time on a slot boundary takes that slot.
+        assert_eq!(
+            pace_slot(ms("2026-03-01T04:00:00Z"), hour, 1, shanghai, |_| 0),
+            ms("2026-03-01T04:00:00Z")
+        );
+        // Two per slot.
+        assert_eq!(
+            pace_slot(
+                ms("2026-03-01T03:30:00Z"),
+                hour,
+                2,
+                shanghai,
+                |s| u64::from(s == ms("2026-03-01T04:00:00Z"))
+            ),
+            ms("2026-03-01T04:00:00Z")
+        );
+        // 5-hour slots from local midnight: 00, 05, 10, 15, 20, then the next midnight.
+        let five = 5 * hour;
+        assert_eq!(
+            pace_slot(ms("2026-03-01T12:30:00Z"), five, 1, shanghai, |_| 0),
+            ms("2026-03-01T16:00:00Z")
         );
     }
 

@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::ast::*;
 use crate::check::{instant, Schema};
-use crate::deliver::{after_wait, choose_channel, out_of_quiet, render, ChannelOption};
+use crate::deliver::{after_wait, choose_channel, out_of_quiet, pace_slot, render, ChannelOption};
 use crate::eval::{Compiler, Cond, Customer, Event, Millis, Properties};
 use crate::project::Project;
 use crate::store::{self, Delivery, Outcome, RunId, Store, StoreError, Tx};
@@ -255,6 +255,7 @@ struct CampaignPlan {
     wait: Option<Wait>,
     /// The campaign's quiet hours, else the policy's.
     quiet: Option<Quiet>,
+    pace: Option<Pace>,
     sends: Vec<SendPlan>,
     task_load: TaskLoad,
     tags: Vec<(bool, String)>,
@@ -312,6 +313,7 @@ impl CampaignPlan {
             ),
             wait: c.wait,
             quiet: c.quiet.or(schema.default_quiet),
+            pace: c.pace,
             sends,
             task_load: TaskLoad::default(),
             tags,
@@ -371,6 +373,34 @@ impl CampaignPlan {
             && !self.exclude.as_ref().is_some_and(|e| e.eval(customer, at))
     }
 
+    /// `pace N per D`: the first slot at or after `due` in which the customer holds fewer than N
+    /// accepted deliveries of this campaign.
+    fn paced(
+        &self,
+        tx: &Tx,
+        customer: &Customer,
+        due: Millis,
+        zone: Tz,
+    ) -> Result<Millis, StoreError> {
+        let Some(pace) = self.pace else {
+            return Ok(due);
+        };
+        let taken = tx.accepted_due_times(&self.name, &customer.id, to_time(due))?;
+        let held = |slot: Millis| {
+            taken
+                .iter()
+                .find(|(at, _)| at.timestamp_millis() == slot)
+                .map_or(0, |(_, n)| *n as u64)
+        };
+        Ok(pace_slot(
+            due,
+            pace.per.seconds.saturating_mul(1000),
+            pace.count.value,
+            zone,
+            held,
+        ))
+    }
+
     /// Decides one occurrence for one customer: records every action's outcome, applies its tag
     /// actions, and returns what is sent now. An occurrence the store has already recorded is
     /// left alone: that is what makes runs exactly-once.
@@ -393,11 +423,16 @@ impl CampaignPlan {
         let fired = to_time(occurrence.fired_at);
         let zone = customer_zone(customer).unwrap_or(self.zone);
         let waited = after_wait(occurrence.fired_at, self.wait.as_ref(), zone);
-        let due = match self.quiet {
+        let quiet = match self.quiet {
             Some(quiet) => out_of_quiet(waited, quiet.from.value, quiet.to.value, zone),
             None => waited,
         };
-        let moved = (due != waited).then(|| format!("moved by quiet hours from {}", show(waited)));
+        let due = self.paced(tx, customer, quiet, zone)?;
+        let mut moved =
+            (quiet != waited).then(|| format!("moved by quiet hours from {}", show(waited)));
+        if due != quiet {
+            note(&mut moved, format!("paced from {}", show(quiet)));
+        }
         for (index, send) in self.sends.iter().enumerate() {
             let mut delivery = Delivery {
                 campaign: self.name.clone(),

@@ -20,6 +20,7 @@ campaign "view-unless-share" {
   trigger  on view where page == "/pricing" unless share within 20m
   wait     15m
   quiet    22:00 to 08:00
+  pace     1 per 2h
   send     sms "分享有礼 {{customer.name}}"
   fallback email subject "分享有礼" body "{{customer.name}}"
 }

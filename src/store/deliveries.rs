@@ -130,6 +130,29 @@ impl Tx<'_> {
         Ok(deliveries)
     }
 
+    /// How many accepted deliveries (sent or queued) of `campaign` for `customer` are due at each
+    /// instant from `from` on: the pace slots the customer already holds.
+    pub fn accepted_due_times(
+        &self,
+        campaign: &str,
+        customer: &str,
+        from: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, i64)>, StoreError> {
+        let rows = self
+            .tx
+            .prepare_cached(
+                "SELECT due_at, count(*) FROM deliveries
+                 WHERE customer = ?1 AND due_at >= ?2 AND campaign = ?3
+                   AND outcome IN ('sent', 'queued')
+                 GROUP BY due_at ORDER BY due_at",
+            )?
+            .query_map(rusqlite::params![customer, millis(from), campaign], |row| {
+                Ok((time(row, 0)?, row.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
     /// How many deliveries of `campaign` were sent to each address (for tasks: to each
     /// employee), read once per run so that `assign … evenly` can balance across runs.
     pub fn sent_per_address(&self, campaign: &str) -> Result<HashMap<String, i64>, StoreError> {
