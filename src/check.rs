@@ -89,16 +89,7 @@ impl Schema {
 
 /// Checks a whole project. `modules` are the lowered files; the result is in no particular order.
 pub fn check(modules: &[(FileId, Module)], options: &CheckOptions) -> Vec<Diagnostic> {
-    let mut checker = Checker {
-        diagnostics: Vec::new(),
-        schema: Schema::default(),
-        segment_exprs: HashMap::new(),
-        used_segments: HashSet::new(),
-        broken: HashSet::new(),
-        zone: Tz::UTC,
-        file: 0,
-        options,
-    };
+    let mut checker = Checker::new(options);
     checker.collect_declarations(modules);
     checker.check_items(modules);
     checker.report_segment_cycles();
@@ -109,16 +100,7 @@ pub fn check(modules: &[(FileId, Module)], options: &CheckOptions) -> Vec<Diagno
 /// Builds the schema alone (for the interpreter, once `check` found no errors).
 pub fn schema(modules: &[(FileId, Module)]) -> Schema {
     let options = CheckOptions { now: Utc::now() };
-    let mut checker = Checker {
-        diagnostics: Vec::new(),
-        schema: Schema::default(),
-        segment_exprs: HashMap::new(),
-        used_segments: HashSet::new(),
-        broken: HashSet::new(),
-        zone: Tz::UTC,
-        file: 0,
-        options: &options,
-    };
+    let mut checker = Checker::new(&options);
     checker.collect_declarations(modules);
     checker.schema
 }
@@ -152,6 +134,19 @@ enum TemplateEvent<'s> {
 }
 
 impl<'a> Checker<'a> {
+    fn new(options: &'a CheckOptions) -> Checker<'a> {
+        Checker {
+            diagnostics: Vec::new(),
+            schema: Schema::default(),
+            segment_exprs: HashMap::new(),
+            used_segments: HashSet::new(),
+            broken: HashSet::new(),
+            zone: Tz::UTC,
+            file: 0,
+            options,
+        }
+    }
+
     fn push(&mut self, diagnostic: Diagnostic) {
         self.diagnostics.push(diagnostic);
     }

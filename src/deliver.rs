@@ -1,12 +1,12 @@
 //! From a fired trigger to a delivery: the due time, the message text, the channel.
 
-use chrono::{DateTime, Duration, NaiveTime, Utc};
+use chrono::{Duration, NaiveTime};
 use chrono_tz::Tz;
 use serde_json::{Map, Value as Json};
 
 use crate::ast::Wait;
 use crate::check::{format_number, placeholders};
-use crate::eval::{Cond, Customer, Millis};
+use crate::eval::{to_time, Cond, Customer, Millis};
 
 /// The due time after `wait`: `wait D` adds D; `wait until HH:MM` is the first HH:MM in `zone`
 /// at or after the fire time (so a trigger at exactly 10:00 with `wait until 10:00` is due at
@@ -23,9 +23,7 @@ pub fn after_wait(fired_at: Millis, wait: Option<&Wait>, zone: Tz) -> Millis {
 /// due inside moves to the end of the window. The window includes its start and excludes its end:
 /// due exactly at `from` moves, due exactly at `to` stays.
 pub fn out_of_quiet(due: Millis, from: NaiveTime, to: NaiveTime, zone: Tz) -> Millis {
-    let local = DateTime::<Utc>::from_timestamp_millis(due)
-        .unwrap_or_default()
-        .with_timezone(&zone);
+    let local = to_time(due).with_timezone(&zone);
     let time = local.time();
     let spans_midnight = from > to;
     let inside = if spans_midnight {
@@ -65,9 +63,7 @@ pub fn pace_slot(
 /// a day restart at the next local midnight; on days of 23 or 25 hours the last slot is shorter
 /// or longer).
 fn first_slot_at_or_after(t: Millis, length: Millis, zone: Tz) -> Millis {
-    let local = DateTime::<Utc>::from_timestamp_millis(t)
-        .unwrap_or_default()
-        .with_timezone(&zone);
+    let local = to_time(t).with_timezone(&zone);
     let midnight = |date: chrono::NaiveDate| {
         crate::time::local_to_utc(zone, date.and_time(NaiveTime::MIN)).timestamp_millis()
     };
@@ -85,8 +81,7 @@ fn first_slot_at_or_after(t: Millis, length: Millis, zone: Tz) -> Millis {
 
 /// The first instant at or after `from` whose wall-clock time in `zone` is `time`.
 pub fn next_local_time(from: Millis, time: NaiveTime, zone: Tz) -> Millis {
-    let start = DateTime::<Utc>::from_timestamp_millis(from).unwrap_or_default();
-    let mut date = start.with_timezone(&zone).date_naive();
+    let mut date = to_time(from).with_timezone(&zone).date_naive();
     loop {
         let candidate = crate::time::local_to_utc(zone, date.and_time(time)).timestamp_millis();
         if candidate >= from {
@@ -170,6 +165,7 @@ pub fn choose_channel(
 mod tests {
     use super::*;
     use crate::ast::{Span, Spanned};
+    use chrono::DateTime;
 
     fn ms(text: &str) -> Millis {
         DateTime::parse_from_rfc3339(text)

@@ -22,6 +22,11 @@ use crate::check::{instant, Schema};
 /// Milliseconds since the Unix epoch, UTC: the engine's instant.
 pub type Millis = i64;
 
+/// An engine instant as a date-time (the epoch for instants out of chrono's range).
+pub fn to_time(ms: Millis) -> DateTime<chrono::Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
 /// One event of a customer's history.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {

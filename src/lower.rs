@@ -81,12 +81,6 @@ impl Lower<'_> {
         Span::new(start, start + trimmed_len(pair.as_str()))
     }
 
-    fn report(&mut self, code: Code, span: Span, message: impl Into<String>) -> &mut Diagnostic {
-        self.diagnostics
-            .push(Diagnostic::new(code, self.file, span, message));
-        self.diagnostics.last_mut().expect("just pushed")
-    }
-
     fn ident(&self, pair: P<'_>) -> Ident {
         Ident {
             name: pair.as_str().to_string(),
@@ -163,13 +157,15 @@ impl Lower<'_> {
                         "the types are `text`, `number`, `bool`, `time`, `duration` and `zone`"
                             .into()
                     });
-                let d = self.report(
+                let d = Diagnostic::new(
                     Code::UnknownType,
+                    self.file,
                     name_span,
                     format!("unknown type `{name}`"),
-                );
-                d.primary.text = "not a type".into();
-                d.help = Some(help);
+                )
+                .label("not a type")
+                .help(help);
+                self.diagnostics.push(d);
                 None
             }
         }
@@ -343,14 +339,15 @@ impl Lower<'_> {
                     Some(Action::Send(send)) => send.fallbacks.push(delivery),
                     _ => {
                         let keyword = Span::new(span.start, span.start + "fallback".len());
-                        let d = self.report(
+                        let d = Diagnostic::new(
                             Code::FallbackWithoutSend,
+                            self.file,
                             keyword,
                             "`fallback` must follow a `send`",
-                        );
-                        d.primary.text = "no `send` right before this".into();
-                        d.help =
-                            Some("put the `fallback` directly after the `send` it backs up".into());
+                        )
+                        .label("no `send` right before this")
+                        .help("put the `fallback` directly after the `send` it backs up");
+                        self.diagnostics.push(d);
                         // Still an action: the campaign is not also reported as doing nothing.
                         actions.push(Action::Send(Send {
                             primary: delivery,

@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value as Json};
 use crate::ast::*;
 use crate::check::{instant, Schema};
 use crate::deliver::{after_wait, choose_channel, out_of_quiet, pace_slot, render, ChannelOption};
-use crate::eval::{Compiler, Cond, Customer, Event, Millis, Properties};
+use crate::eval::{to_time, Compiler, Cond, Customer, Event, Millis, Properties};
 use crate::project::Project;
 use crate::store::{self, Delivery, Outcome, RunId, Store, StoreError, Tx};
 use crate::trigger::{Occurrence, TriggerPlan};
@@ -712,10 +712,6 @@ fn note(reason: &mut Option<String>, text: String) {
 /// The customer's own time zone (`customer.timezone`), when set and valid.
 fn customer_zone(customer: &Customer) -> Option<Tz> {
     customer.attributes.get("timezone")?.as_str()?.parse().ok()
-}
-
-fn to_time(ms: Millis) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 fn show(ms: Millis) -> String {

@@ -4,12 +4,12 @@
 //! Every occurrence has a key that identifies it across runs (`at`, `every:<ms>`, `event:<id>`),
 //! so that the store can refuse to record one occurrence for one customer twice.
 
-use chrono::{DateTime, NaiveTime, Utc};
+use chrono::NaiveTime;
 use chrono_tz::Tz;
 
 use crate::ast::{DayOfWeekSet, OccurrenceMode, Schedule, TagChange, TriggerKind};
 use crate::check::instant;
-use crate::eval::{Compiler, Cond, Customer, Event, Millis};
+use crate::eval::{to_time, Compiler, Cond, Customer, Event, Millis};
 use crate::schedule::{day_fire_times, CronSchedule};
 
 pub enum TriggerPlan {
@@ -130,7 +130,6 @@ impl TriggerPlan {
 
     /// The campaign-wide fire times in `(after, until]`; empty for event triggers.
     pub fn schedule_times(&self, after: Millis, until: Millis) -> Vec<Millis> {
-        let to_utc = |ms: Millis| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default();
         match self {
             TriggerPlan::At(t) => (after < *t && *t <= until)
                 .then_some(*t)
@@ -138,13 +137,13 @@ impl TriggerPlan {
                 .collect(),
             TriggerPlan::Days {
                 days, times, zone, ..
-            } => day_fire_times(days, times, *zone, to_utc(after), to_utc(until))
+            } => day_fire_times(days, times, *zone, to_time(after), to_time(until))
                 .into_iter()
                 .map(|t| t.timestamp_millis())
                 .collect(),
             TriggerPlan::Cron { schedule, zone, .. } => {
                 let mut fires = Vec::new();
-                let mut from = to_utc(after).with_timezone(zone);
+                let mut from = to_time(after).with_timezone(zone);
                 while let Some(next) = schedule.next_after(&from) {
                     if next.timestamp_millis() > until {
                         break;
