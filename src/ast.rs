@@ -356,6 +356,15 @@ pub enum RateUnit {
 }
 
 impl RateUnit {
+    pub fn name(self) -> &'static str {
+        match self {
+            RateUnit::Second => "second",
+            RateUnit::Minute => "minute",
+            RateUnit::Hour => "hour",
+            RateUnit::Day => "day",
+        }
+    }
+
     pub fn seconds(self) -> i64 {
         match self {
             RateUnit::Second => 1,

@@ -60,6 +60,8 @@ pub struct Schema {
     pub default_timezone: Option<Tz>,
     /// The policy's quiet hours, which apply to campaigns without their own.
     pub default_quiet: Option<Quiet>,
+    /// The policy's cap, counted across every campaign.
+    pub policy_cap: Option<Cap>,
 }
 
 pub const BUILTIN_EVENTS: [&str; 2] = ["tag_added", "tag_removed"];
@@ -251,6 +253,7 @@ impl<'a> Checker<'a> {
                             self.schema.default_timezone =
                                 p.timezone.as_ref().and_then(|tz| tz.value.parse().ok());
                             self.schema.default_quiet = p.quiet;
+                            self.schema.policy_cap = p.cap;
                         }
                     }
                 }

@@ -1,10 +1,10 @@
 //! From a fired trigger to a delivery: the due time, the message text, the channel.
 
-use chrono::{Duration, NaiveTime};
+use chrono::{Duration, NaiveTime, Offset};
 use chrono_tz::Tz;
 use serde_json::{Map, Value as Json};
 
-use crate::ast::Wait;
+use crate::ast::{RateUnit, Wait};
 use crate::check::{format_number, placeholders};
 use crate::eval::{to_time, Cond, Customer, Millis};
 
@@ -63,12 +63,7 @@ pub fn pace_slot(
 /// a day restart at the next local midnight; on days of 23 or 25 hours the last slot is shorter
 /// or longer).
 fn first_slot_at_or_after(t: Millis, length: Millis, zone: Tz) -> Millis {
-    let local = to_time(t).with_timezone(&zone);
-    let midnight = |date: chrono::NaiveDate| {
-        crate::time::local_to_utc(zone, date.and_time(NaiveTime::MIN)).timestamp_millis()
-    };
-    let day_start = midnight(local.date_naive());
-    let next_day = midnight(local.date_naive() + Duration::days(1));
+    let (day_start, next_day) = local_day(t, zone);
     let length = length.max(1);
     let slots = (t - day_start + length - 1).div_euclid(length);
     let slot = day_start + slots * length;
@@ -77,6 +72,46 @@ fn first_slot_at_or_after(t: Millis, length: Millis, zone: Tz) -> Millis {
     } else {
         next_day
     }
+}
+
+/// The local day in `zone` holding `t`: its midnight and the next midnight.
+fn local_day(t: Millis, zone: Tz) -> (Millis, Millis) {
+    let date = to_time(t).with_timezone(&zone).date_naive();
+    let midnight = |date: chrono::NaiveDate| {
+        crate::time::local_to_utc(zone, date.and_time(NaiveTime::MIN)).timestamp_millis()
+    };
+    (midnight(date), midnight(date + Duration::days(1)))
+}
+
+/// `rate N per UNIT`: the calendar second, minute, hour or day (local, in `zone`) holding `t`,
+/// as its start and the start of the next one.
+pub fn calendar_bucket(t: Millis, unit: RateUnit, zone: Tz) -> (Millis, Millis) {
+    if unit == RateUnit::Day {
+        return local_day(t, zone);
+    }
+    // Zones whose offset is not a whole number of hours (India, Nepal…) start their local hours
+    // off the UTC hour.
+    let offset = to_time(t)
+        .with_timezone(&zone)
+        .offset()
+        .fix()
+        .local_minus_utc();
+    let length = unit.seconds() * 1000;
+    let start = t - (t + i64::from(offset) * 1000).rem_euclid(length);
+    (start, start + length)
+}
+
+/// Where a customer falls in a campaign's `split`, in [0, 100). XXH3-64 is a published
+/// algorithm, so the point — and the variant — is the same on every run, machine and Rust
+/// release (`std`'s `DefaultHasher` promises none of that).
+pub fn split_point(campaign: &str, customer: &str) -> f64 {
+    let mut key = Vec::with_capacity(campaign.len() + 1 + customer.len());
+    key.extend_from_slice(campaign.as_bytes());
+    key.push(0); // so that ("ab", "c") and ("a", "bc") differ
+    key.extend_from_slice(customer.as_bytes());
+    let hash = xxhash_rust::xxh3::xxh3_64(&key);
+    // The top 53 bits, as an f64 in [0, 1) without rounding.
+    (hash >> 11) as f64 / (1u64 << 53) as f64 * 100.0
 }
 
 /// The first instant at or after `from` whose wall-clock time in `zone` is `time`.

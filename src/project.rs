@@ -147,13 +147,22 @@ impl Project {
 
     /// Every campaign of every file, in file order.
     pub fn campaigns(&self) -> impl Iterator<Item = &crate::ast::Campaign> {
-        self.modules
-            .iter()
-            .flat_map(|(_, m)| &m.items)
-            .filter_map(|item| match item {
-                crate::ast::Item::Campaign(c) => Some(&**c),
-                _ => None,
-            })
+        self.items().filter_map(|item| match item {
+            crate::ast::Item::Campaign(c) => Some(&**c),
+            _ => None,
+        })
+    }
+
+    /// Every tag rule (`tag "X" when …`) of every file, in file order.
+    pub fn tag_rules(&self) -> impl Iterator<Item = &crate::ast::TagRule> {
+        self.items().filter_map(|item| match item {
+            crate::ast::Item::TagRule(rule) => Some(rule),
+            _ => None,
+        })
+    }
+
+    fn items(&self) -> impl Iterator<Item = &crate::ast::Item> {
+        self.modules.iter().flat_map(|(_, m)| &m.items)
     }
 }
 

@@ -1,16 +1,19 @@
 //! Stage 4 — run: the interpreter. Decides, exactly once, who receives what and when.
 //!
-//! A run at `now` handles, for every active campaign, the trigger occurrences that fire in
-//! `(until, now]`, where `until` is how far the campaign's previous run got (LANGUAGE.md §7):
-//! - the campaign begins at its `start`, or else at the first run that sees it (no back-fill);
-//! - each occurrence yields a candidate for every customer in the audience and not excluded at the
-//!   moment it fires;
-//! - its due time is built in order: fire time → `wait` → past `end`: expired;
-//! - due by `now`: sent on the first reachable channel (or recorded unreachable); due later:
-//!   recorded as queued, and released by the first run whose `now` reaches it.
+//! A run at `now` has three passes (LANGUAGE.md §5–7):
+//! 1. tag rules are recomputed as of `now` (a `tag_added` / `tag_removed` event per change);
+//! 2. for every active campaign, the trigger occurrences that fire in `(until, now]` — `until`
+//!    being how far the campaign's previous run got — yield a candidate for every customer in the
+//!    audience and not excluded at the moment it fires. Its due time is built in order: fire time
+//!    → `wait` → out of quiet hours → `pace` slot; past `end` it is expired, otherwise queued.
+//!    `split` picks the variant (or the control group) here, and tag actions apply;
+//! 3. the queue is released in (due time, campaign, customer) order up to `now`: `rate` buckets,
+//!    `end`, the campaign's and the policy's caps, then the first reachable channel.
 //!
 //! Every outcome is recorded under a (campaign, customer, occurrence) key the store keeps unique,
-//! and the whole run is one transaction: killed part-way, the store is as before.
+//! and the whole run is one transaction: killed part-way, the store is as before. Deciding rate
+//! and caps only once a delivery is due, in due order, is what makes a run at T1 then T2 decide
+//! what one run at T2 decides: every delivery due by T1 has fired by T1.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,10 +25,14 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::ast::*;
 use crate::check::{instant, Schema};
-use crate::deliver::{after_wait, choose_channel, out_of_quiet, pace_slot, render, ChannelOption};
+use crate::deliver::{
+    after_wait, calendar_bucket, choose_channel, out_of_quiet, pace_slot, render, split_point,
+    ChannelOption,
+};
 use crate::eval::{to_time, Compiler, Cond, Customer, Event, Millis, Properties};
+use crate::print::duration;
 use crate::project::Project;
-use crate::store::{self, Delivery, Outcome, RunId, Store, StoreError, Tx};
+use crate::store::{self, Delivery, Outcome, QueueKey, RunId, Store, StoreError, Tx, Whose};
 use crate::trigger::{Occurrence, TriggerPlan};
 
 pub struct RunOptions {
@@ -68,13 +75,24 @@ pub fn run(
 ) -> Result<Vec<Emitted>, RunError> {
     let schema = project.schema();
     let compiler = Compiler::new(&schema, &project.modules);
-    let campaigns: Vec<CampaignPlan> = project
-        .campaigns()
-        .filter(|c| c.status == Status::Active)
-        .map(|c| CampaignPlan::new(c, &compiler, &schema))
-        .collect();
+    let project_zone = schema.default_timezone.unwrap_or(Tz::UTC);
+    let plans = Plans {
+        campaigns: project
+            .campaigns()
+            .filter(|c| c.status == Status::Active)
+            .map(|c| CampaignPlan::new(c, &compiler, &schema))
+            .collect(),
+        tag_rules: project
+            .tag_rules()
+            .map(|rule| TagRulePlan {
+                tag: rule.tag.value.clone(),
+                holds: compiler.compile_in(&rule.expr, project_zone),
+            })
+            .collect(),
+        policy_cap: schema.policy_cap,
+    };
     let now = options.now.timestamp_millis();
-    let body = |tx: &Tx| run_in(tx, &campaigns, now, options.now);
+    let body = |tx: &Tx| run_in(tx, &plans, now, options.now);
     let mut emitted = if options.dry_run {
         store.scratch(body)?
     } else {
@@ -86,49 +104,61 @@ pub fn run(
     Ok(emitted)
 }
 
+/// Everything a run needs from the project, compiled.
+struct Plans {
+    campaigns: Vec<CampaignPlan>,
+    tag_rules: Vec<TagRulePlan>,
+    /// `policy { cap … }`, counted across campaigns.
+    policy_cap: Option<Cap>,
+}
+
+/// `tag "X" when …`.
+struct TagRulePlan {
+    tag: String,
+    holds: Cond,
+}
+
 fn run_in(
     tx: &Tx,
-    campaigns: &[CampaignPlan],
+    plans: &Plans,
     now: Millis,
     now_time: DateTime<Utc>,
 ) -> Result<Vec<Emitted>, RunError> {
     let run = tx.begin_run(now_time)?;
+    let campaigns = &plans.campaigns;
     let ranges: Vec<Range> = campaigns
         .iter()
         .map(|c| c.range(tx, now))
         .collect::<Result<_, _>>()?;
-    let by_name: HashMap<&str, &CampaignPlan> =
-        campaigns.iter().map(|c| (c.name.as_str(), c)).collect();
-    let mut emitted = release_queued(tx, run, &by_name, now)?;
     let schedule_times: Vec<Vec<Millis>> = campaigns
         .iter()
         .zip(&ranges)
         .map(|(c, r)| c.trigger.schedule_times(r.after, now))
         .collect();
-    let mut process = |customer: Customer| -> Result<(), RunError> {
-        emitted.extend(process_customer(
-            tx,
-            run,
-            campaigns,
-            &ranges,
-            &schedule_times,
-            customer,
-            now,
-        )?);
-        Ok(())
+    let candidates = Candidates {
+        tx,
+        run,
+        plans,
+        ranges: &ranges,
+        schedule_times: &schedule_times,
+        now,
     };
-    if schedule_times.iter().any(|times| !times.is_empty()) {
-        // A schedule fires for the whole audience: every customer is read once.
+    let whole_audience =
+        !plans.tag_rules.is_empty() || schedule_times.iter().any(|times| !times.is_empty());
+    if whole_audience {
+        // A schedule fires for the whole audience, or tag rules must be recomputed for everyone:
+        // every customer is read once.
         tx.for_each_customer(|stored, events| {
-            process(to_customer(stored, std::mem::take(events)))
+            candidates.process(to_customer(stored, std::mem::take(events)))
         })?;
     } else if let Some(from) = event_window_start(campaigns, &ranges) {
         // Only events can fire: only customers with events in the window are read, so a run
         // costs what is new, not the whole history.
         for id in tx.customers_with_events_between(to_time(from), to_time(now))? {
-            process(reload(tx, &id)?)?;
+            candidates.process(load(tx, &id, ..)?)?;
         }
     }
+    let emitted = release_due(tx, run, plans, now)?;
     for campaign in campaigns {
         tx.set_progress(&campaign.name, "until", &now.to_string())?;
     }
@@ -136,35 +166,69 @@ fn run_in(
     Ok(emitted)
 }
 
-/// Processes one customer for every campaign; see `MAX_TAG_ROUNDS`.
-fn process_customer(
-    tx: &Tx,
+/// The second pass of a run: turning trigger occurrences into recorded candidates.
+struct Candidates<'a> {
+    tx: &'a Tx<'a>,
     run: RunId,
-    campaigns: &[CampaignPlan],
-    ranges: &[Range],
-    schedule_times: &[Vec<Millis>],
-    mut customer: Customer,
+    plans: &'a Plans,
+    ranges: &'a [Range],
+    schedule_times: &'a [Vec<Millis>],
     now: Millis,
-) -> Result<Vec<Emitted>, RunError> {
-    let mut emitted = Vec::new();
-    // Tag actions record `tag_added` / `tag_removed` events that other campaigns' triggers must
-    // see in this run: a customer whose tags changed is processed again (each occurrence is
-    // still handled once). Bounded, in case campaigns toggle a tag forever.
-    for _ in 0..MAX_TAG_ROUNDS {
-        let mut tags_changed = false;
-        for ((campaign, range), times) in campaigns.iter().zip(ranges).zip(schedule_times) {
-            for occurrence in campaign.occurrences(&customer, range, times, now) {
-                let decided = campaign.decide(tx, run, &customer, &occurrence, now)?;
-                emitted.extend(decided.emitted);
-                tags_changed |= decided.tags_changed;
+}
+
+impl Candidates<'_> {
+    /// Processes one customer: tag rules, then every campaign; see `MAX_TAG_ROUNDS`.
+    fn process(&self, mut customer: Customer) -> Result<(), RunError> {
+        if self.apply_tag_rules(&mut customer)? {
+            customer = load(self.tx, &customer.id, ..)?;
+        }
+        // Tag actions record `tag_added` / `tag_removed` events that other campaigns' triggers
+        // must see in this run: a customer whose tags changed is processed again (each
+        // occurrence is still handled once). Bounded, in case campaigns toggle a tag forever.
+        for _ in 0..MAX_TAG_ROUNDS {
+            let mut tags_changed = false;
+            let campaigns = self.plans.campaigns.iter();
+            for ((campaign, range), times) in campaigns.zip(self.ranges).zip(self.schedule_times) {
+                for occurrence in campaign.occurrences(&customer, range, times, self.now) {
+                    tags_changed |= campaign.decide(self.tx, self.run, &customer, &occurrence)?;
+                }
+            }
+            if !tags_changed {
+                break;
+            }
+            customer = load(self.tx, &customer.id, ..)?;
+        }
+        Ok(())
+    }
+
+    /// Recomputes the rule tags as of `now`, in file order, until none changes (a rule may test
+    /// a tag another rule sets). Returns whether any membership changed.
+    fn apply_tag_rules(&self, customer: &mut Customer) -> Result<bool, StoreError> {
+        let at = to_time(self.now);
+        let mut changed_any = false;
+        for _ in 0..=self.plans.tag_rules.len() {
+            let mut changed = false;
+            for rule in &self.plans.tag_rules {
+                let holds = rule.holds.eval(customer, self.now);
+                if holds == customer.tags.contains(&rule.tag) {
+                    continue;
+                }
+                if holds {
+                    self.tx.add_tag(&customer.id, &rule.tag, at)?;
+                    customer.tags.insert(rule.tag.clone());
+                } else {
+                    self.tx.remove_tag(&customer.id, &rule.tag, at)?;
+                    customer.tags.remove(&rule.tag);
+                }
+                changed = true;
+            }
+            changed_any |= changed;
+            if !changed {
+                break;
             }
         }
-        if !tags_changed {
-            break;
-        }
-        customer = reload(tx, &customer.id)?;
+        Ok(changed_any)
     }
-    Ok(emitted)
 }
 
 /// The earliest event time that can fire an event trigger in this run: the start of the
@@ -220,19 +284,18 @@ impl TaskLoad {
     }
 }
 
-/// What deciding one occurrence did.
-struct Decided {
-    emitted: Vec<Emitted>,
-    tags_changed: bool,
-}
-
-/// The customer as the store has it now (after tag actions of this run).
-fn reload(tx: &Tx, id: &str) -> Result<Customer, StoreError> {
+/// The customer as the store has it now (after tag actions of this run), with its events in
+/// `events` (up to the due time, for what channel reachability sees then).
+fn load(
+    tx: &Tx,
+    id: &str,
+    events: impl std::ops::RangeBounds<DateTime<Utc>>,
+) -> Result<Customer, StoreError> {
     let stored = tx.customer(id)?.unwrap_or_else(|| store::Customer {
         id: id.to_string(),
         ..store::Customer::default()
     });
-    let events = tx.events_for_customer(id, ..)?;
+    let events = tx.events_for_customer(id, events)?;
     Ok(to_customer(&stored, events))
 }
 
@@ -256,9 +319,29 @@ struct CampaignPlan {
     /// The campaign's quiet hours, else the policy's.
     quiet: Option<Quiet>,
     pace: Option<Pace>,
-    sends: Vec<SendPlan>,
+    cap: Option<Cap>,
+    rate: Option<Rate>,
+    /// The actions outside any `split`.
+    common: ActionsPlan,
+    /// The arms of the campaign's `split`, with their cumulative shares; empty without one.
+    split: Vec<SplitArmPlan>,
     task_load: TaskLoad,
+}
+
+/// The sends and tag actions of a campaign, or of one arm of its split.
+#[derive(Default)]
+struct ActionsPlan {
+    sends: Vec<SendPlan>,
     tags: Vec<(bool, String)>,
+}
+
+struct SplitArmPlan {
+    /// A customer whose split point is below this share (the arms' shares added up to here)
+    /// falls in this arm.
+    upto: f64,
+    /// `None` for the control group.
+    variant: Option<String>,
+    actions: ActionsPlan,
 }
 
 /// One `send` with its fallbacks.
@@ -276,26 +359,52 @@ struct ChannelPlan {
     assign: Vec<String>,
 }
 
-impl CampaignPlan {
-    fn new(c: &Campaign, compiler: &Compiler<'_>, schema: &Schema) -> CampaignPlan {
-        let zone = schema.campaign_zone(c);
-        let at = |t: &DateTimeLit| instant(&t.value, zone).timestamp_millis();
-        let mut sends = Vec::new();
-        let mut tags = Vec::new();
-        for action in &c.actions {
+impl ActionsPlan {
+    fn new(actions: &[Action], compiler: &Compiler<'_>, schema: &Schema) -> ActionsPlan {
+        let mut plan = ActionsPlan::default();
+        for action in actions {
             match action {
-                Action::Send(send) => sends.push(SendPlan {
+                Action::Send(send) => plan.sends.push(SendPlan {
                     options: std::iter::once(&send.primary)
                         .chain(&send.fallbacks)
                         .map(|d| ChannelPlan::new(d, compiler, schema))
                         .collect(),
                 }),
-                Action::AddTag(tag) => tags.push((true, tag.value.clone())),
-                Action::RemoveTag(tag) => tags.push((false, tag.value.clone())),
-                // Split arms are run by the delivery-policies milestone.
+                Action::AddTag(tag) => plan.tags.push((true, tag.value.clone())),
+                Action::RemoveTag(tag) => plan.tags.push((false, tag.value.clone())),
+                // Compiled by `split_arms`; the checker allows one split per campaign.
                 Action::Split(_) => {}
             }
         }
+        plan
+    }
+}
+
+/// The arms of a campaign's `split`, each with the cumulative share that ends it.
+fn split_arms(actions: &[Action], compiler: &Compiler<'_>, schema: &Schema) -> Vec<SplitArmPlan> {
+    let mut upto = 0.0;
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Split(split) => Some(&split.arms),
+            _ => None,
+        })
+        .flatten()
+        .map(|arm| {
+            upto += arm.share.value;
+            SplitArmPlan {
+                upto,
+                variant: arm.variant.as_ref().map(|v| v.value.clone()),
+                actions: ActionsPlan::new(&arm.actions, compiler, schema),
+            }
+        })
+        .collect()
+}
+
+impl CampaignPlan {
+    fn new(c: &Campaign, compiler: &Compiler<'_>, schema: &Schema) -> CampaignPlan {
+        let zone = schema.campaign_zone(c);
+        let at = |t: &DateTimeLit| instant(&t.value, zone).timestamp_millis();
         CampaignPlan {
             name: c.name.value.clone(),
             zone,
@@ -314,9 +423,11 @@ impl CampaignPlan {
             wait: c.wait,
             quiet: c.quiet.or(schema.default_quiet),
             pace: c.pace,
-            sends,
+            cap: c.cap,
+            rate: c.rate,
+            common: ActionsPlan::new(&c.actions, compiler, schema),
+            split: split_arms(&c.actions, compiler, schema),
             task_load: TaskLoad::default(),
-            tags,
         }
     }
 
@@ -373,8 +484,24 @@ impl CampaignPlan {
             && !self.exclude.as_ref().is_some_and(|e| e.eval(customer, at))
     }
 
+    /// The split arm the customer falls in; `None` when the campaign has no split.
+    fn arm(&self, customer: &str) -> Option<&SplitArmPlan> {
+        let point = split_point(&self.name, customer);
+        // Shares that add up to a hair under 100 (33.3 × 3) leave the top to the last arm.
+        self.split
+            .iter()
+            .find(|arm| point < arm.upto)
+            .or(self.split.last())
+    }
+
+    /// The sends for a customer: the common ones, then those of its split arm.
+    fn sends<'a>(&'a self, arm: Option<&'a SplitArmPlan>) -> impl Iterator<Item = &'a SendPlan> {
+        let arm_sends = arm.map_or(&[][..], |arm| &arm.actions.sends[..]);
+        self.common.sends.iter().chain(arm_sends)
+    }
+
     /// `pace N per D`: the first slot at or after `due` in which the customer holds fewer than N
-    /// accepted deliveries of this campaign.
+    /// deliveries of this campaign.
     fn paced(
         &self,
         tx: &Tx,
@@ -401,90 +528,294 @@ impl CampaignPlan {
         ))
     }
 
-    /// Decides one occurrence for one customer: records every action's outcome, applies its tag
-    /// actions, and returns what is sent now. An occurrence the store has already recorded is
-    /// left alone: that is what makes runs exactly-once.
+    /// The due time before `rate`, `end` and caps: fire time → `wait` → out of quiet hours →
+    /// `pace` slot, with each move noted in `reason`.
+    fn due_time(
+        &self,
+        tx: &Tx,
+        customer: &Customer,
+        fired_at: Millis,
+        reason: &mut Option<String>,
+    ) -> Result<Millis, StoreError> {
+        let zone = customer_zone(customer).unwrap_or(self.zone);
+        let waited = after_wait(fired_at, self.wait.as_ref(), zone);
+        let quiet = match self.quiet {
+            Some(quiet) => out_of_quiet(waited, quiet.from.value, quiet.to.value, zone),
+            None => waited,
+        };
+        if quiet != waited {
+            note(
+                reason,
+                format!("moved by quiet hours from {}", show(waited)),
+            );
+        }
+        let due = self.paced(tx, customer, quiet, zone)?;
+        if due != quiet {
+            note(reason, format!("paced from {}", show(quiet)));
+        }
+        Ok(due)
+    }
+
+    /// Decides one occurrence for one customer: records a candidate per send (queued, or expired
+    /// when due after `end`), or the control group, and applies its tag actions. An occurrence
+    /// the store has already recorded is left alone: that is what makes runs exactly-once.
+    /// Returns whether the customer's tags changed.
     fn decide(
         &self,
         tx: &Tx,
         run: RunId,
         customer: &Customer,
         occurrence: &Occurrence,
-        now: Millis,
-    ) -> Result<Decided, RunError> {
-        let mut decided = Decided {
-            emitted: Vec::new(),
-            tags_changed: false,
-        };
+    ) -> Result<bool, RunError> {
         if !self.in_audience(customer, occurrence.fired_at) {
-            return Ok(decided);
+            return Ok(false);
         }
-        let event = occurrence.event.map(|i| &customer.events[i]);
-        let fired = to_time(occurrence.fired_at);
-        let zone = customer_zone(customer).unwrap_or(self.zone);
-        let waited = after_wait(occurrence.fired_at, self.wait.as_ref(), zone);
-        let quiet = match self.quiet {
-            Some(quiet) => out_of_quiet(waited, quiet.from.value, quiet.to.value, zone),
-            None => waited,
+        let arm = self.arm(&customer.id);
+        let mut reason = None;
+        let due = self.due_time(tx, customer, occurrence.fired_at, &mut reason)?;
+        let candidate = Delivery {
+            campaign: self.name.clone(),
+            customer: customer.id.clone(),
+            occurrence: String::new(),
+            outcome: Outcome::Queued,
+            channel: None,
+            address: None,
+            variant: arm.and_then(|arm| arm.variant.clone()),
+            fired_at: to_time(occurrence.fired_at),
+            due_at: to_time(due),
+            content: occurrence
+                .event
+                .map(|i| json!({ "event": customer.events[i].properties.map() })),
+            reason,
         };
-        let due = self.paced(tx, customer, quiet, zone)?;
-        let mut moved =
-            (quiet != waited).then(|| format!("moved by quiet hours from {}", show(waited)));
-        if due != quiet {
-            note(&mut moved, format!("paced from {}", show(quiet)));
-        }
-        for (index, send) in self.sends.iter().enumerate() {
-            let mut delivery = Delivery {
-                campaign: self.name.clone(),
-                customer: customer.id.clone(),
-                occurrence: format!("{}/send{index}", occurrence.key),
-                outcome: Outcome::Queued,
-                channel: None,
-                address: None,
-                variant: None,
-                fired_at: fired,
-                due_at: to_time(due),
-                content: event.map(|e| json!({ "event": e.properties.map() })),
-                reason: moved.clone(),
+        if arm.is_some_and(|arm| arm.variant.is_none()) {
+            let mut control = Delivery {
+                occurrence: format!("{}/control", occurrence.key),
+                outcome: Outcome::Control,
+                ..candidate.clone()
             };
-            let mut sent = None;
+            note(
+                &mut control.reason,
+                "in the control group: held out of the split".to_string(),
+            );
+            if !tx.record_delivery(run, &control)? {
+                return Ok(false);
+            }
+        }
+        for index in 0..self.sends(arm).count() {
+            let mut delivery = Delivery {
+                occurrence: format!("{}/send{index}", occurrence.key),
+                ..candidate.clone()
+            };
             if let Some(end) = self.end.filter(|end| due > *end) {
                 delivery.outcome = Outcome::Expired;
-                note(
-                    &mut delivery.reason,
-                    format!(
-                        "due at {}, after the campaign's end at {}",
-                        show(due),
-                        show(end)
-                    ),
-                );
-            } else if due <= now {
-                sent = send.settle(
-                    tx,
-                    &mut delivery,
-                    customer,
-                    event.map(|e| e.properties.map()),
-                    &self.task_load,
-                )?;
-            } else {
-                note(&mut delivery.reason, format!("waiting until {}", show(due)));
+                note(&mut delivery.reason, after_end(due, end));
             }
             if !tx.record_delivery(run, &delivery)? {
                 // Handled by an earlier run (or round): nothing more to do for this occurrence.
-                return Ok(decided);
+                return Ok(false);
             }
-            self.task_load.count(sent.as_ref());
-            decided.emitted.extend(sent);
         }
-        for (add, tag) in &self.tags {
-            decided.tags_changed |= if *add {
+        let arm_tags = arm.map_or(&[][..], |arm| &arm.actions.tags[..]);
+        let fired = to_time(occurrence.fired_at);
+        let mut tags_changed = false;
+        for (add, tag) in self.common.tags.iter().chain(arm_tags) {
+            tags_changed |= if *add {
                 tx.add_tag(&customer.id, tag, fired)?
             } else {
                 tx.remove_tag(&customer.id, tag, fired)?
             };
         }
-        Ok(decided)
+        Ok(tags_changed)
     }
+
+    /// Releases one queued delivery that has come due, through the rest of the pipeline: `rate`
+    /// bucket → `end` → the campaign's cap → the policy's cap → the first reachable channel.
+    /// Returns what was sent.
+    fn release(
+        &self,
+        tx: &Tx,
+        run: RunId,
+        mut delivery: Delivery,
+        limits: &mut Limits,
+    ) -> Result<Option<Emitted>, RunError> {
+        let Some(send) = self.send_of(&delivery) else {
+            return Ok(None); // The rules changed under it; it stays queued.
+        };
+        let due = delivery.due_at.timestamp_millis();
+        if let Some(rate) = self.rate {
+            let (bucket, next) = calendar_bucket(due, rate.per, self.zone);
+            if limits.rate_used(tx, &self.name, bucket, next)? >= rate.count.value {
+                // The bucket is full: the delivery comes round again at the next one.
+                delivery.due_at = to_time(next);
+                note(
+                    &mut delivery.reason,
+                    format!(
+                        "rate {} per {} reached: moved from {} to {}",
+                        rate.count.value,
+                        rate.per.name(),
+                        show(due),
+                        show(next)
+                    ),
+                );
+                return self.requeue(tx, run, delivery, next);
+            }
+        }
+        let capped = self.capped(tx, &delivery.customer, due, limits.policy_cap)?;
+        if let Some(why) = capped {
+            delivery.outcome = Outcome::Capped;
+            note(&mut delivery.reason, why);
+            tx.settle_delivery(run, &delivery)?;
+            return Ok(None);
+        }
+        let customer = load(tx, &delivery.customer, ..=delivery.due_at)?;
+        let event = delivery
+            .content
+            .as_ref()
+            .and_then(|c| c.get("event"))
+            .and_then(|e| e.as_object())
+            .cloned();
+        let sent = send.settle(
+            tx,
+            &mut delivery,
+            &customer,
+            event.as_ref(),
+            &self.task_load,
+        )?;
+        if tx.settle_delivery(run, &delivery)? {
+            self.task_load.count(sent.as_ref());
+            if let (Some(_), Some(rate)) = (&sent, self.rate) {
+                let (bucket, _) = calendar_bucket(due, rate.per, self.zone);
+                limits.count_sent(&self.name, bucket);
+            }
+            return Ok(sent);
+        }
+        Ok(None)
+    }
+
+    /// Puts a delivery a full `rate` bucket pushed back into the queue at `due`, unless that is
+    /// after the campaign's `end`.
+    fn requeue(
+        &self,
+        tx: &Tx,
+        run: RunId,
+        mut delivery: Delivery,
+        due: Millis,
+    ) -> Result<Option<Emitted>, RunError> {
+        if let Some(end) = self.end.filter(|end| due > *end) {
+            delivery.outcome = Outcome::Expired;
+            note(&mut delivery.reason, after_end(due, end));
+        }
+        tx.settle_delivery(run, &delivery)?;
+        Ok(None)
+    }
+
+    /// Why a delivery due at `due` is dropped by the campaign's cap or the policy's: the
+    /// customer already has N deliveries sent with due times in (due − D, due].
+    fn capped(
+        &self,
+        tx: &Tx,
+        customer: &str,
+        due: Millis,
+        policy_cap: Option<Cap>,
+    ) -> Result<Option<String>, StoreError> {
+        let caps = [
+            (self.cap, Whose::CustomerIn(customer, &self.name), "cap"),
+            (policy_cap, Whose::Customer(customer), "the policy's cap"),
+        ];
+        for (cap, whose, which) in caps {
+            let Some(cap) = cap else { continue };
+            let window = cap.per.seconds.saturating_mul(1000);
+            let from = to_time(due.saturating_sub(window) + 1);
+            let sent = tx.sent_between(whose, from, to_time(due + 1))?;
+            if sent >= cap.count.value {
+                return Ok(Some(format!(
+                    "capped by {which} of {} per customer per {}: {sent} already sent in the {} before {}",
+                    cap.count.value,
+                    duration(cap.per.seconds),
+                    duration(cap.per.seconds),
+                    show(due)
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The send a queued delivery belongs to, from its occurrence key (`…/send{index}`) and
+    /// variant.
+    fn send_of(&self, delivery: &Delivery) -> Option<&SendPlan> {
+        let (_, index) = delivery.occurrence.rsplit_once("/send")?;
+        let arm = self
+            .split
+            .iter()
+            .find(|arm| arm.variant.is_some() && arm.variant == delivery.variant);
+        self.sends(arm).nth(index.parse().ok()?)
+    }
+}
+
+/// What `rate` and caps need across a run's release pass.
+struct Limits {
+    policy_cap: Option<Cap>,
+    /// Deliveries sent per (campaign, rate bucket start), read from the store at a bucket's
+    /// first use and then kept current.
+    rate_buckets: HashMap<(String, Millis), u64>,
+}
+
+impl Limits {
+    fn rate_used(
+        &mut self,
+        tx: &Tx,
+        campaign: &str,
+        bucket: Millis,
+        next: Millis,
+    ) -> Result<u64, StoreError> {
+        let key = (campaign.to_string(), bucket);
+        if let Some(used) = self.rate_buckets.get(&key) {
+            return Ok(*used);
+        }
+        let used = tx.sent_between(Whose::Campaign(campaign), to_time(bucket), to_time(next))?;
+        self.rate_buckets.insert(key, used);
+        Ok(used)
+    }
+
+    fn count_sent(&mut self, campaign: &str, bucket: Millis) {
+        if let Some(used) = self.rate_buckets.get_mut(&(campaign.to_string(), bucket)) {
+            *used += 1;
+        }
+    }
+}
+
+/// How many queued deliveries the release pass reads at a time.
+const QUEUE_PAGE: usize = 1024;
+
+/// The third pass of a run: releases the queued deliveries due by `now`, in (due time,
+/// campaign, customer) order — the order `rate` and the policy's cap take them in.
+fn release_due(tx: &Tx, run: RunId, plans: &Plans, now: Millis) -> Result<Vec<Emitted>, RunError> {
+    let by_name: HashMap<&str, &CampaignPlan> = plans
+        .campaigns
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    let mut limits = Limits {
+        policy_cap: plans.policy_cap,
+        rate_buckets: HashMap::new(),
+    };
+    let mut emitted = Vec::new();
+    let mut after = QueueKey::start();
+    loop {
+        let page = tx.queued_page(to_time(now), &after, QUEUE_PAGE)?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = last.clone();
+        for (_, delivery) in page {
+            // A paused or removed campaign's queue waits for it.
+            if let Some(campaign) = by_name.get(delivery.campaign.as_str()) {
+                emitted.extend(campaign.release(tx, run, delivery, &mut limits)?);
+            }
+        }
+    }
+    Ok(emitted)
 }
 
 impl SendPlan {
@@ -635,53 +966,6 @@ impl ChannelPlan {
     }
 }
 
-/// Emits the queued deliveries that are due by `now`, deciding their channel at their due time.
-fn release_queued(
-    tx: &Tx,
-    run: RunId,
-    campaigns: &HashMap<&str, &CampaignPlan>,
-    now: Millis,
-) -> Result<Vec<Emitted>, RunError> {
-    let mut emitted = Vec::new();
-    for mut delivery in tx.queued_due(to_time(now))? {
-        let Some(campaign) = campaigns.get(delivery.campaign.as_str()) else {
-            continue; // The campaign was paused or removed; its queue waits.
-        };
-        let index: usize = delivery
-            .occurrence
-            .rsplit_once("/send")
-            .and_then(|(_, i)| i.parse().ok())
-            .unwrap_or(0);
-        let Some(send) = campaign.sends.get(index) else {
-            continue;
-        };
-        let Some(stored) = tx.customer(&delivery.customer)? else {
-            continue;
-        };
-        let due = delivery.due_at;
-        let events = tx.events_for_customer(&delivery.customer, ..=due)?;
-        let customer = to_customer(&stored, events);
-        let event = delivery
-            .content
-            .as_ref()
-            .and_then(|c| c.get("event"))
-            .and_then(|e| e.as_object())
-            .cloned();
-        let sent = send.settle(
-            tx,
-            &mut delivery,
-            &customer,
-            event.as_ref(),
-            &campaign.task_load,
-        )?;
-        if tx.settle_delivery(run, &delivery)? {
-            campaign.task_load.count(sent.as_ref());
-            emitted.extend(sent);
-        }
-    }
-    Ok(emitted)
-}
-
 /// A stored customer and its events, as evaluation reads them. The events are moved, not
 /// copied: whole-audience passes read every event of the store.
 pub fn to_customer(stored: &store::Customer, events: Vec<store::Event>) -> Customer {
@@ -712,6 +996,14 @@ fn note(reason: &mut Option<String>, text: String) {
 /// The customer's own time zone (`customer.timezone`), when set and valid.
 fn customer_zone(customer: &Customer) -> Option<Tz> {
     customer.attributes.get("timezone")?.as_str()?.parse().ok()
+}
+
+fn after_end(due: Millis, end: Millis) -> String {
+    format!(
+        "expired: due at {}, after the campaign's end at {}",
+        show(due),
+        show(end)
+    )
 }
 
 fn show(ms: Millis) -> String {

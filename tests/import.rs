@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use chrono::{DateTime, Utc};
 use nudge::store::{
     self, BadRow, Delivery, ImportError, ImportFile, ImportObserver, ImportOptions, Kind, NewEvent,
-    Outcome, Store, StoreError,
+    Outcome, QueueKey, Store, StoreError,
 };
 
 const FIXTURES: &str = "tests/fixtures/import";
@@ -909,11 +909,11 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
             })
             .unwrap()
     };
-    assert_eq!(version(&mut store), 2);
+    assert_eq!(version(&mut store), 3);
     drop(store);
     // Opening again migrates nothing.
     let mut store = Store::open(&db).unwrap();
-    assert_eq!(version(&mut store), 2);
+    assert_eq!(version(&mut store), 3);
     let mode: String = store
         .scratch(|tx| {
             Ok::<_, StoreError>(
@@ -935,7 +935,7 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
     drop(store);
     let error = Store::open(&db).err().unwrap();
     assert!(
-        matches!(error, StoreError::UnknownSchema { found: 7, known: 2 }),
+        matches!(error, StoreError::UnknownSchema { found: 7, known: 3 }),
         "{error}"
     );
 }
@@ -964,7 +964,14 @@ fn queued_deliveries_are_released_when_due_and_settled_once() {
     store
         .transaction(|tx| {
             let run = tx.begin_run(t("2026-03-01T03:00:00Z"))?;
-            let due = tx.queued_due(t("2026-03-01T03:00:00Z"))?;
+            // Paged one at a time, by key: the due ones in due order, then nothing.
+            let until = t("2026-03-01T03:00:00Z");
+            let mut due = Vec::new();
+            let mut after = QueueKey::start();
+            while let Some((key, delivery)) = tx.queued_page(until, &after, 1)?.pop() {
+                after = key;
+                due.push(delivery);
+            }
             let occurrences: Vec<_> = due.iter().map(|d| d.occurrence.as_str()).collect();
             assert_eq!(occurrences, ["event:1", "event:2"]);
             let mut sent = due[0].clone();
@@ -974,7 +981,7 @@ fn queued_deliveries_are_released_when_due_and_settled_once() {
             // Settled once: neither it nor a delivery that was never queued can be settled.
             assert!(!tx.settle_delivery(run, &sent)?);
             assert!(!tx.settle_delivery(run, &delivery("event:4"))?);
-            assert_eq!(tx.queued_due(t("2026-03-01T03:00:00Z"))?.len(), 1);
+            assert_eq!(tx.queued_page(until, &QueueKey::start(), 10)?.len(), 1);
             let stored = tx.deliveries_for_customer("c1")?;
             assert_eq!(stored[0].outcome, Outcome::Sent);
             assert_eq!(stored[0].channel.as_deref(), Some("sms"));

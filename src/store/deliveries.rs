@@ -103,13 +103,82 @@ impl Tx<'_> {
         )
     }
 
-    /// The queued deliveries due at or before `until`, by due time, then campaign, then
-    /// customer.
-    pub fn queued_due(&self, until: DateTime<Utc>) -> Result<Vec<Delivery>, StoreError> {
-        self.deliveries(
-            "WHERE outcome = 'queued' AND due_at <= ?1 ORDER BY due_at, campaign, customer, id",
-            millis(until),
-        )
+    /// The next `limit` queued deliveries due at or before `until` that come after `after` in
+    /// (due time, campaign, customer, row) order. Paging by key, not by offset, lets the caller
+    /// settle or re-queue rows between pages: a delivery moved later comes round again.
+    pub fn queued_page(
+        &self,
+        until: DateTime<Utc>,
+        after: &QueueKey,
+        limit: usize,
+    ) -> Result<Vec<(QueueKey, Delivery)>, StoreError> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS}, id FROM deliveries
+             WHERE outcome = 'queued' AND due_at <= ?1
+               AND (due_at, campaign, customer, id) > (?2, ?3, ?4, ?5)
+             ORDER BY due_at, campaign, customer, id LIMIT ?6"
+        );
+        let page = self
+            .tx
+            .prepare_cached(&sql)?
+            .query_map(
+                rusqlite::params![
+                    millis(until),
+                    after.due_at,
+                    after.campaign,
+                    after.customer,
+                    after.id,
+                    limit as i64
+                ],
+                |row| {
+                    let delivery = delivery(row)?;
+                    let key = QueueKey {
+                        due_at: millis(delivery.due_at),
+                        campaign: delivery.campaign.clone(),
+                        customer: delivery.customer.clone(),
+                        id: row.get(11)?,
+                    };
+                    Ok((key, delivery))
+                },
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok(page)
+    }
+
+    /// How many deliveries were sent with due times in `[from, to)`: what `rate` and `cap`
+    /// count.
+    pub fn sent_between(
+        &self,
+        whose: Whose<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        // Each shape gets its own statement, so SQLite picks the index that fits it.
+        let (sql, campaign, customer) = match whose {
+            Whose::Campaign(campaign) => (
+                "SELECT count(*) FROM deliveries WHERE campaign = ?1
+                 AND outcome = 'sent' AND due_at >= ?3 AND due_at < ?4",
+                Some(campaign),
+                None,
+            ),
+            Whose::Customer(customer) => (
+                "SELECT count(*) FROM deliveries WHERE customer = ?2
+                 AND outcome = 'sent' AND due_at >= ?3 AND due_at < ?4",
+                None,
+                Some(customer),
+            ),
+            Whose::CustomerIn(customer, campaign) => (
+                "SELECT count(*) FROM deliveries WHERE customer = ?2 AND campaign = ?1
+                 AND outcome = 'sent' AND due_at >= ?3 AND due_at < ?4",
+                Some(campaign),
+                Some(customer),
+            ),
+        };
+        let count: i64 = self.tx.prepare_cached(sql)?.query_row(
+            rusqlite::params![campaign, customer, millis(from), millis(to)],
+            |row| row.get(0),
+        )?;
+        Ok(count as u64)
     }
 
     fn deliveries(
@@ -117,11 +186,7 @@ impl Tx<'_> {
         clauses: &str,
         parameter: impl ToSql,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let sql = format!(
-            "SELECT campaign, customer, occurrence, outcome, channel, address, variant,
-                 fired_at, due_at, content, reason
-             FROM deliveries {clauses}"
-        );
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries {clauses}");
         let deliveries = self
             .tx
             .prepare_cached(&sql)?
@@ -130,8 +195,9 @@ impl Tx<'_> {
         Ok(deliveries)
     }
 
-    /// How many accepted deliveries (sent or queued) of `campaign` for `customer` are due at each
-    /// instant from `from` on: the pace slots the customer already holds.
+    /// How many deliveries of `campaign` for `customer` were placed in a pace slot at each
+    /// instant from `from` on: every delivery but those expired or held out as control counts,
+    /// whatever became of it later, so that a slot once taken stays taken.
     pub fn accepted_due_times(
         &self,
         campaign: &str,
@@ -143,7 +209,7 @@ impl Tx<'_> {
             .prepare_cached(
                 "SELECT due_at, count(*) FROM deliveries
                  WHERE customer = ?1 AND due_at >= ?2 AND campaign = ?3
-                   AND outcome IN ('sent', 'queued')
+                   AND outcome NOT IN ('expired', 'control')
                  GROUP BY due_at ORDER BY due_at",
             )?
             .query_map(rusqlite::params![customer, millis(from), campaign], |row| {
@@ -168,6 +234,40 @@ impl Tx<'_> {
         Ok(counts)
     }
 }
+
+/// Whose sent deliveries `sent_between` counts.
+#[derive(Clone, Copy, Debug)]
+pub enum Whose<'a> {
+    /// A whole campaign's (`rate`).
+    Campaign(&'a str),
+    /// One customer's, across campaigns (the policy's `cap`).
+    Customer(&'a str),
+    /// One customer's in one campaign (the campaign's `cap`).
+    CustomerIn(&'a str, &'a str),
+}
+
+/// Where a page of the queue ends: the (due time, campaign, customer, row) of its last delivery.
+#[derive(Clone, Debug, Default)]
+pub struct QueueKey {
+    due_at: i64,
+    campaign: String,
+    customer: String,
+    id: i64,
+}
+
+impl QueueKey {
+    /// Before every queued delivery.
+    pub fn start() -> QueueKey {
+        QueueKey {
+            due_at: i64::MIN,
+            ..QueueKey::default()
+        }
+    }
+}
+
+/// The columns `delivery` reads, in its order.
+const DELIVERY_COLUMNS: &str = "campaign, customer, occurrence, outcome, channel, address,
+    variant, fired_at, due_at, content, reason";
 
 /// The parameters of a `deliveries` row, numbered as in `record_delivery` and
 /// `settle_delivery`.

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
-pub use deliveries::{Delivery, Outcome};
+pub use deliveries::{Delivery, Outcome, QueueKey, Whose};
 pub use import::{
     import, BadRow, ImportError, ImportFile, ImportObserver, ImportOptions, ImportSummary, Kind,
 };
