@@ -399,3 +399,52 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod split_tests {
+    use super::split_point;
+
+    #[test]
+    fn split_points_are_pinned() {
+        // XXH3-64 of e.g. "春节促销\0c1": any change to the hash or to how the key is built moves
+        // customers between variants, which must never happen silently.
+        let pinned = [
+            (("春节促销", "c1"), 5.847828160815272),
+            (("春节促销", "c2"), 86.92579100430818),
+            (("A/B", "c1"), 81.03149688489975),
+        ];
+        for ((campaign, customer), point) in pinned {
+            assert_eq!(
+                split_point(campaign, customer),
+                point,
+                "{campaign} {customer}"
+            );
+        }
+    }
+
+    #[test]
+    fn split_shares_hold_within_statistical_bounds() {
+        // 45 / 45 / 10 over 20,000 customers: each share within 4 standard deviations.
+        let n = 20_000;
+        let mut counts = [0u32; 3];
+        for i in 0..n {
+            let point = split_point("春节促销 A/B", &format!("c{i}"));
+            assert!((0.0..100.0).contains(&point));
+            counts[if point < 45.0 {
+                0
+            } else if point < 90.0 {
+                1
+            } else {
+                2
+            }] += 1;
+        }
+        for (count, share) in counts.iter().zip([0.45, 0.45, 0.10]) {
+            let expected = n as f64 * share;
+            let sd = (n as f64 * share * (1.0 - share)).sqrt();
+            assert!(
+                (f64::from(*count) - expected).abs() < 4.0 * sd,
+                "{counts:?} against {share}"
+            );
+        }
+    }
+}

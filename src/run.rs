@@ -247,6 +247,9 @@ fn event_window_start(campaigns: &[CampaignPlan], ranges: &[Range]) -> Option<Mi
         .min()
 }
 
+/// How many times quiet hours and pace may move one delivery in turn.
+const MAX_POLICY_MOVES: usize = 16;
+
 /// How many times one customer is processed in a run when tag actions keep changing its tags.
 const MAX_TAG_ROUNDS: usize = 8;
 
@@ -538,20 +541,24 @@ impl CampaignPlan {
         reason: &mut Option<String>,
     ) -> Result<Millis, StoreError> {
         let zone = customer_zone(customer).unwrap_or(self.zone);
-        let waited = after_wait(fired_at, self.wait.as_ref(), zone);
-        let quiet = match self.quiet {
-            Some(quiet) => out_of_quiet(waited, quiet.from.value, quiet.to.value, zone),
-            None => waited,
-        };
-        if quiet != waited {
-            note(
-                reason,
-                format!("moved by quiet hours from {}", show(waited)),
-            );
-        }
-        let due = self.paced(tx, customer, quiet, zone)?;
-        if due != quiet {
+        let mut due = after_wait(fired_at, self.wait.as_ref(), zone);
+        // A pace slot may fall inside quiet hours: the delivery then leaves them again and takes
+        // the first free slot after. Both only move forward and a day has slots outside quiet
+        // hours, so this ends; the bound is for a pathological pace (1 per 100d).
+        for _ in 0..MAX_POLICY_MOVES {
+            let quiet = match self.quiet {
+                Some(quiet) => out_of_quiet(due, quiet.from.value, quiet.to.value, zone),
+                None => due,
+            };
+            if quiet != due {
+                note(reason, format!("moved by quiet hours from {}", show(due)));
+            }
+            let paced = self.paced(tx, customer, quiet, zone)?;
+            if paced == quiet {
+                return Ok(paced);
+            }
             note(reason, format!("paced from {}", show(quiet)));
+            due = paced;
         }
         Ok(due)
     }
@@ -720,7 +727,11 @@ impl CampaignPlan {
         policy_cap: Option<Cap>,
     ) -> Result<Option<String>, StoreError> {
         let caps = [
-            (self.cap, Whose::CustomerIn(customer, &self.name), "cap"),
+            (
+                self.cap,
+                Whose::CustomerIn(customer, &self.name),
+                "the campaign's cap",
+            ),
             (policy_cap, Whose::Customer(customer), "the policy's cap"),
         ];
         for (cap, whose, which) in caps {

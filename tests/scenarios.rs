@@ -2,6 +2,9 @@
 //! `customers.jsonl`, optionally `events.jsonl` and `employees.jsonl`, and `expected.txt`:
 //! a sequence of `run <NOW>` lines, each followed by exactly the JSON lines that run must emit
 //! (`#` lines are comments). Everything is imported first; runs then happen in order.
+//! An optional `outcomes.txt` lists every outcome recorded once the runs are over, one per line
+//! (`DUE CAMPAIGN CUSTOMER OUTCOME [VARIANT] | REASON`), for what is recorded but never emitted:
+//! expired, capped, control, unreachable, still queued.
 
 use std::path::Path;
 use std::process::Command;
@@ -71,7 +74,46 @@ fn run_scenario(dir: &Path) {
             .collect();
         assert_eq!(got, want, "{name}: run at {now}\ngot:\n{out}");
     }
+    if let Ok(want) = std::fs::read_to_string(dir.join("outcomes.txt")) {
+        let want: Vec<&str> = want
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let got = recorded_outcomes(&store);
+        assert_eq!(got, want, "{name}: outcomes\ngot:\n{}", got.join("\n"));
+    }
     let _ = std::fs::remove_file(&store);
+}
+
+/// Every delivery outcome in the store, as `outcomes.txt` lists them.
+fn recorded_outcomes(store: &Path) -> Vec<String> {
+    let db = rusqlite::Connection::open(store).unwrap();
+    let mut query = db
+        .prepare(
+            "SELECT due_at, campaign, customer, outcome, variant, reason FROM deliveries
+             ORDER BY due_at, campaign, customer, id",
+        )
+        .unwrap();
+    query
+        .query_map([], |row| {
+            let due: i64 = row.get(0)?;
+            let due = chrono::DateTime::from_timestamp_millis(due).unwrap();
+            let variant: Option<String> = row.get(4)?;
+            let reason: Option<String> = row.get(5)?;
+            Ok(format!(
+                "{} {} {} {}{} | {}",
+                due.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                variant.map(|v| format!(" {v}")).unwrap_or_default(),
+                reason.as_deref().unwrap_or("-"),
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 #[test]
