@@ -16,7 +16,7 @@
 //! what one run at T2 decides: every delivery due by T1 has fired by T1.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -638,16 +638,16 @@ impl CampaignPlan {
 
     /// Releases one queued delivery that has come due, through the rest of the pipeline: `rate`
     /// bucket → `end` → the campaign's cap → the policy's cap → the first reachable channel.
-    /// Returns what was sent.
     fn release(
         &self,
         tx: &Tx,
         run: RunId,
         mut delivery: Delivery,
         limits: &mut Limits,
-    ) -> Result<Option<Emitted>, RunError> {
+    ) -> Result<Released, RunError> {
         let Some(send) = self.send_of(&delivery) else {
-            return Ok(None); // The rules changed under it; it stays queued.
+            // The rules changed under it; it stays queued.
+            return Ok(Released::Decided(None));
         };
         let due = delivery.due_at.timestamp_millis();
         if let Some(rate) = self.rate {
@@ -673,7 +673,7 @@ impl CampaignPlan {
             delivery.outcome = Outcome::Capped;
             note(&mut delivery.reason, why);
             tx.settle_delivery(run, &delivery)?;
-            return Ok(None);
+            return Ok(Released::Decided(None));
         }
         let customer = load(tx, &delivery.customer, ..=delivery.due_at)?;
         let event = delivery
@@ -689,15 +689,15 @@ impl CampaignPlan {
             event.as_ref(),
             &self.task_load,
         )?;
-        if tx.settle_delivery(run, &delivery)? {
-            self.task_load.count(sent.as_ref());
-            if let (Some(_), Some(rate)) = (&sent, self.rate) {
-                let (bucket, _) = calendar_bucket(due, rate.per, self.zone);
-                limits.count_sent(&self.name, bucket);
-            }
-            return Ok(sent);
+        if !tx.settle_delivery(run, &delivery)? {
+            return Ok(Released::Decided(None));
         }
-        Ok(None)
+        self.task_load.count(sent.as_ref());
+        if let (Some(_), Some(rate)) = (&sent, self.rate) {
+            let (bucket, _) = calendar_bucket(due, rate.per, self.zone);
+            limits.count_sent(&self.name, bucket);
+        }
+        Ok(Released::Decided(sent))
     }
 
     /// Puts a delivery a full `rate` bucket pushed back into the queue at `due`, unless that is
@@ -708,13 +708,17 @@ impl CampaignPlan {
         run: RunId,
         mut delivery: Delivery,
         due: Millis,
-    ) -> Result<Option<Emitted>, RunError> {
-        if let Some(end) = self.end.filter(|end| due > *end) {
+    ) -> Result<Released, RunError> {
+        let expired = self.end.filter(|end| due > *end);
+        if let Some(end) = expired {
             delivery.outcome = Outcome::Expired;
             note(&mut delivery.reason, after_end(due, end));
         }
         tx.settle_delivery(run, &delivery)?;
-        Ok(None)
+        Ok(match expired {
+            Some(_) => Released::Decided(None),
+            None => Released::Moved(delivery),
+        })
     }
 
     /// Why a delivery due at `due` is dropped by the campaign's cap or the policy's: the
@@ -762,6 +766,14 @@ impl CampaignPlan {
             .find(|arm| arm.variant.is_some() && arm.variant == delivery.variant);
         self.sends(arm).nth(index.parse().ok()?)
     }
+}
+
+/// What releasing a queued delivery did.
+enum Released {
+    /// Sent (with what was emitted), or dropped, or left alone.
+    Decided(Option<Emitted>),
+    /// Pushed back by a full `rate` bucket: still queued, due later.
+    Moved(Delivery),
 }
 
 /// What `rate` and caps need across a run's release pass.
@@ -814,15 +826,27 @@ fn release_due(tx: &Tx, run: RunId, plans: &Plans, now: Millis) -> Result<Vec<Em
     let mut emitted = Vec::new();
     let mut after = QueueKey::start();
     loop {
-        let page = tx.queued_page(to_time(now), &after, QUEUE_PAGE)?;
-        let Some((last, _)) = page.last() else {
+        let mut page: VecDeque<_> = tx.queued_page(to_time(now), &after, QUEUE_PAGE)?.into();
+        let Some((last, _)) = page.back() else {
             break;
         };
         after = last.clone();
-        for (_, delivery) in page {
+        while let Some((key, delivery)) = page.pop_front() {
             // A paused or removed campaign's queue waits for it.
-            if let Some(campaign) = by_name.get(delivery.campaign.as_str()) {
-                emitted.extend(campaign.release(tx, run, delivery, &mut limits)?);
+            let Some(campaign) = by_name.get(delivery.campaign.as_str()) else {
+                continue;
+            };
+            match campaign.release(tx, run, delivery, &mut limits)? {
+                Released::Decided(sent) => emitted.extend(sent),
+                Released::Moved(delivery) => {
+                    // Moved to a later bucket that this page already covers: it takes its
+                    // place in the page, since the next page starts after the page's last key.
+                    let key = key.moved_to(delivery.due_at);
+                    if key <= after {
+                        let at = page.partition_point(|(k, _)| *k < key);
+                        page.insert(at, (key, delivery));
+                    }
+                }
             }
         }
     }

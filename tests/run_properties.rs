@@ -1,5 +1,8 @@
 //! The interpreter's guarantees, tested on generated timelines:
-//! - runs at T1 then T2 emit exactly what one run at T2 emits (for campaigns with a `start`);
+//! - runs at T1 then T2 emit exactly what one run at T2 emits (for campaigns with a `start`),
+//!   with every delivery policy in play: quiet hours in the customers' own zones, pace, rate,
+//!   campaign and policy caps, end, split. (Rule tags are left out on purpose: they are sampled
+//!   at each run's `now`, so when runs happen is part of what they mean.)
 //! - a run that fails part-way leaves the store exactly as before, and re-running completes it.
 
 use chrono::{DateTime, Duration, Utc};
@@ -10,10 +13,11 @@ use nudge::store::{NewEvent, Store};
 use proptest::prelude::*;
 
 const RULES: &str = r#"
-customer { name: text  phone: text?  email: text?  registered_at: time }
+customer { name: text  phone: text?  email: text?  registered_at: time  timezone: zone? }
 event view { page: text }
 event share
 event buy { amount: number }
+policy { cap 4 per customer per 1d }
 campaign "view-unless-share" {
   start    2026-03-01 00:00
   audience true
@@ -21,6 +25,8 @@ campaign "view-unless-share" {
   wait     15m
   quiet    22:00 to 08:00
   pace     1 per 2h
+  cap      2 per customer per 12h
+  rate     2 per hour
   send     sms "分享有礼 {{customer.name}}"
   fallback email subject "分享有礼" body "{{customer.name}}"
 }
@@ -44,7 +50,12 @@ campaign "daily" {
   start    2026-03-01 00:00
   audience did not share within last 12h
   trigger  every day at 10:00, 20:00 for 2d after customer.registered_at
-  send     sms "每日一问"
+  rate     3 per hour
+  split {
+    50% "A": send sms "每日一问"
+    30% "B": send sms "每日一答"
+    20% control
+  }
 }
 campaign "once" {
   start    2026-03-01 00:00
@@ -68,14 +79,16 @@ fn project() -> nudge::Project {
 
 #[derive(Clone, Debug)]
 struct Timeline {
-    /// (has phone, has email, registered minutes after start)
-    customers: Vec<(bool, bool, i64)>,
+    /// (has phone, has email, registered minutes after start, time zone)
+    customers: Vec<(bool, bool, i64, Option<&'static str>)>,
     /// (customer index, event kind, minutes after start, amount)
     events: Vec<(usize, usize, i64, u32)>,
 }
 
 fn timeline() -> impl Strategy<Value = Timeline> {
-    let customers = prop::collection::vec((any::<bool>(), any::<bool>(), 0i64..3 * 1440), 1..5);
+    let zone = prop::sample::select(vec![None, Some("America/New_York"), Some("Asia/Shanghai")]);
+    let customers =
+        prop::collection::vec((any::<bool>(), any::<bool>(), 0i64..3 * 1440, zone), 1..6);
     customers.prop_flat_map(|customers| {
         let n = customers.len();
         let events = prop::collection::vec((0..n, 0usize..4, 0i64..4 * 1440, 0u32..30), 0..30);
@@ -89,7 +102,7 @@ fn timeline() -> impl Strategy<Value = Timeline> {
 fn fill(store: &mut Store, timeline: &Timeline) {
     store
         .transaction(|tx| -> Result<(), nudge::store::StoreError> {
-            for (i, (phone, email, registered)) in timeline.customers.iter().enumerate() {
+            for (i, (phone, email, registered, zone)) in timeline.customers.iter().enumerate() {
                 let mut attributes = serde_json::json!({
                     "name": format!("客户{i}"),
                     "registered_at": (start() + Duration::minutes(*registered)).to_rfc3339(),
@@ -99,6 +112,9 @@ fn fill(store: &mut Store, timeline: &Timeline) {
                 }
                 if *email {
                     attributes["email"] = format!("c{i}@example.com").into();
+                }
+                if let Some(zone) = zone {
+                    attributes["timezone"] = (*zone).into();
                 }
                 tx.upsert_customer(&format!("c{i}"), attributes.as_object().unwrap())?;
             }
@@ -198,7 +214,7 @@ fn counts(store: &mut Store) -> (i64, i64, i64, i64) {
 fn a_run_that_fails_part_way_changes_nothing() {
     let project = project();
     let timeline = Timeline {
-        customers: (0..4).map(|_| (true, true, 0)).collect(),
+        customers: (0..4).map(|_| (true, true, 0, None)).collect(),
         events: (0..4)
             .flat_map(|c| {
                 [
@@ -260,7 +276,7 @@ fn a_run_that_fails_part_way_changes_nothing() {
 fn a_dry_run_changes_nothing() {
     let project = project();
     let timeline = Timeline {
-        customers: vec![(true, false, 0)],
+        customers: vec![(true, false, 0, None)],
         events: vec![(0, 3, 10, 20), (0, 3, 20, 20), (0, 3, 30, 20)],
     };
     let mut store = Store::open_in_memory().unwrap();

@@ -247,7 +247,7 @@ pub enum Whose<'a> {
 }
 
 /// Where a page of the queue ends: the (due time, campaign, customer, row) of its last delivery.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct QueueKey {
     due_at: i64,
     campaign: String,
@@ -261,6 +261,14 @@ impl QueueKey {
         QueueKey {
             due_at: i64::MIN,
             ..QueueKey::default()
+        }
+    }
+
+    /// The key of the same delivery once moved to `due_at`.
+    pub fn moved_to(&self, due_at: DateTime<Utc>) -> QueueKey {
+        QueueKey {
+            due_at: millis(due_at),
+            ..self.clone()
         }
     }
 }
