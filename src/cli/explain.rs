@@ -257,10 +257,8 @@ fn history(entries: &[HistoryEntry]) -> String {
         if let Some(variant) = &h.variant {
             line.push_str(&format!(", variant {}", crate::print::quote(variant)));
         }
-        out.push_str(&format!(
-            "{line} (fired {}, {})\n",
-            h.fired_at, h.occurrence
-        ));
+        // The occurrence's key is in the JSON; people match entries by their fire time.
+        out.push_str(&format!("{line} (fired {})\n", h.fired_at));
         if let Some(reason) = &h.reason {
             out.push_str(&format!("    {reason}\n"));
         }
