@@ -193,3 +193,18 @@ fn a_missing_store_is_not_created() {
     assert_eq!(output.status.code(), Some(2));
     assert!(!missing.exists());
 }
+
+#[test]
+fn the_readme_example_is_what_explain_prints() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let command = "$ nudge explain shop/ --store shop.db --campaign 回购提醒 --customer li\n";
+    let start = readme
+        .find(command)
+        .expect("README shows an explain example")
+        + command.len();
+    let example = &readme[start..start + readme[start..].find("```").unwrap()];
+    assert_eq!(
+        example,
+        explain_ok(&["--campaign", "回购提醒", "--customer", "li"])
+    );
+}
