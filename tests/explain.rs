@@ -19,7 +19,8 @@ campaign "回购提醒" {
 }
 "#;
 
-/// `li` buys twice (the second purchase fires at night: moved by quiet hours, then sent);
+/// `li` buys twice (the second purchase fires at night: moved by quiet hours, then sent), and
+/// once more after the run;
 /// `wang` does the same but is tagged as having complained (excluded); `zhao`'s second purchase
 /// is too small to count (one time, not two); `sun` has no phone (unreachable).
 const CUSTOMERS: &str = r#"{"id": "li", "name": "李雷", "city": "上海", "phone": "13800000000"}
@@ -36,6 +37,7 @@ const EVENTS: &str = r#"{"customer": "li", "event": "purchase", "at": "2026-03-0
 {"customer": "zhao", "event": "purchase", "at": "2026-03-06T10:00:00Z", "properties": {"amount": 50}}
 {"customer": "sun", "event": "purchase", "at": "2026-03-05T10:00:00Z", "properties": {"amount": 300}}
 {"customer": "sun", "event": "purchase", "at": "2026-03-08T10:00:00Z", "properties": {"amount": 300}}
+{"customer": "li", "event": "purchase", "at": "2026-03-25T10:00:00Z", "properties": {"amount": 120}}
 "#;
 
 /// The instant of the one run, and the default instant of every explanation.
@@ -117,6 +119,32 @@ fn a_customer_who_was_sent_something() {
     let args = ["--campaign", "回购提醒", "--customer", "li"];
     insta::assert_snapshot!("sent_text", explain_ok(&args));
     insta::assert_json_snapshot!("sent_json", explain_json(&args));
+}
+
+#[test]
+fn an_occurrence_no_run_has_reached_yet() {
+    let args = [
+        "--campaign",
+        "回购提醒",
+        "--customer",
+        "li",
+        "--at",
+        "2026-03-26T00:00:00Z",
+    ];
+    let json = explain_json(&args);
+    let last = &json["trigger"]["occurrences"][2];
+    assert_eq!(last["fired_at"], "2026-03-25T10:00:00Z");
+    assert_eq!(
+        (&last["handled"], &last["audience"], &last["excluded"]),
+        (&false.into(), &true.into(), &false.into())
+    );
+    assert_eq!(last["outcomes"], serde_json::json!([]));
+    let line = format!(
+        "2026-03-25T10:00:00Z  purchase ({}) → not handled yet: no run has reached it \
+         (in the audience then)\n",
+        last["key"].as_str().unwrap()
+    );
+    assert!(explain_ok(&args).contains(&line));
 }
 
 #[test]

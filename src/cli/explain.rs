@@ -227,17 +227,24 @@ fn fired_by(o: &OccurrenceReport) -> String {
     }
 }
 
+/// What became of an occurrence: its recorded outcomes, else why there are none.
 fn status(o: &OccurrenceReport) -> String {
     if !o.outcomes.is_empty() {
-        o.outcomes.join(", ")
-    } else if !o.handled {
-        "not handled yet: no run has reached it".to_string()
-    } else if !o.audience {
-        "not in the audience then".to_string()
+        return o.outcomes.join(", ");
+    }
+    let audience = if !o.audience {
+        "not in the audience then"
     } else if o.excluded {
-        "excluded then".to_string()
+        "excluded then"
     } else {
-        "nothing recorded".to_string()
+        "in the audience then"
+    };
+    if !o.handled {
+        format!("not handled yet: no run has reached it ({audience})")
+    } else if o.audience && !o.excluded {
+        format!("{audience}; nothing recorded")
+    } else {
+        audience.to_string()
     }
 }
 
