@@ -40,13 +40,32 @@ impl AudiencePlan {
 
 /// The top-level `and` clauses of an expression, in order.
 pub fn conjuncts(expr: &Expr) -> Vec<&Expr> {
-    match &expr.kind {
-        ExprKind::And(a, b) => {
-            let mut clauses = conjuncts(a);
-            clauses.extend(conjuncts(b));
+    operands(expr, |kind| match kind {
+        ExprKind::And(a, b) => Some((a, b)),
+        _ => None,
+    })
+}
+
+/// The top-level `or` alternatives of an expression, in order.
+pub fn disjuncts(expr: &Expr) -> Vec<&Expr> {
+    operands(expr, |kind| match kind {
+        ExprKind::Or(a, b) => Some((a, b)),
+        _ => None,
+    })
+}
+
+/// The operands of a chain of one binary operator (`a and b and c`), however it nests.
+fn operands<'e>(
+    expr: &'e Expr,
+    split: fn(&'e ExprKind) -> Option<(&'e Expr, &'e Expr)>,
+) -> Vec<&'e Expr> {
+    match split(&expr.kind) {
+        Some((a, b)) => {
+            let mut clauses = operands(a, split);
+            clauses.extend(operands(b, split));
             clauses
         }
-        _ => vec![expr],
+        None => vec![expr],
     }
 }
 

@@ -202,6 +202,16 @@ impl<'a> Compiler<'a> {
             .map(|expr| self.compile(expr, None))
     }
 
+    /// A segment's definition, by name (for tools that show what a segment expands to).
+    pub fn segment(&self, name: &str) -> Option<&'a Expr> {
+        self.segments.get(name).copied()
+    }
+
+    /// The zone segments are written in: the policy's, else UTC.
+    pub fn project_zone(&self) -> Tz {
+        self.schema.default_timezone.unwrap_or(Tz::UTC)
+    }
+
     /// This compiler with date-times written without an offset read in `zone`.
     fn in_zone(&self, zone: Tz) -> Compiler<'a> {
         Compiler {
@@ -241,9 +251,7 @@ impl<'a> Compiler<'a> {
                 },
                 None => match self.segments.get(name.name.as_str()) {
                     // Segments are written in the project's zone, whatever campaign uses them.
-                    Some(segment) => self
-                        .in_zone(self.schema.default_timezone.unwrap_or(Tz::UTC))
-                        .compile(segment, None),
+                    Some(segment) => self.in_zone(self.project_zone()).compile(segment, None),
                     None => Cond::Const(false),
                 },
             },

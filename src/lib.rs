@@ -13,6 +13,7 @@ pub mod demo;
 pub mod diagnostics;
 pub mod estimate;
 pub mod eval;
+pub mod explain;
 pub mod lower;
 pub mod parse;
 pub mod print;

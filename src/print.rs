@@ -164,20 +164,22 @@ impl Display for DateTimeValue {
     }
 }
 
-/// Seconds as the largest units that divide them: 5400 → `1h30m`.
+/// Seconds as the largest units that divide them: 5400 → `1h30m`. Weeks only for whole weeks:
+/// people write `30d`, not `4w2d`.
 pub fn duration(mut seconds: i64) -> String {
+    const WEEK: i64 = 604_800;
     if seconds == 0 {
         return "0s".to_string();
     }
     let mut out = String::new();
     for (unit, size) in [
-        ("w", 604_800),
+        ("w", WEEK),
         ("d", 86_400),
         ("h", 3_600),
         ("m", 60),
         ("s", 1),
     ] {
-        if seconds >= size {
+        if seconds >= size && (size != WEEK || seconds % WEEK == 0) {
             out.push_str(&format!("{}{unit}", seconds / size));
             seconds %= size;
         }
@@ -210,7 +212,9 @@ mod tests {
     #[test]
     fn durations_in_largest_units() {
         assert_eq!(duration(5400), "1h30m");
-        assert_eq!(duration(604_800 + 60), "1w1m");
+        assert_eq!(duration(2 * 604_800), "2w");
+        assert_eq!(duration(30 * 86_400), "30d");
+        assert_eq!(duration(604_800 + 60), "7d1m");
         assert_eq!(duration(45), "45s");
     }
 

@@ -59,6 +59,17 @@ pub struct Occurrence {
     pub event: Option<usize>,
 }
 
+impl Occurrence {
+    /// A scheduled fire time (`at`, `every`): the same key for every customer.
+    pub fn scheduled(at: Millis) -> Occurrence {
+        Occurrence {
+            key: format!("at:{at}"),
+            fired_at: at,
+            event: None,
+        }
+    }
+}
+
 impl TriggerPlan {
     /// Compiles a trigger; `zone` is the campaign's time zone.
     pub fn new(kind: &TriggerKind, compiler: &Compiler<'_>, zone: Tz) -> TriggerPlan {
@@ -170,6 +181,26 @@ impl TriggerPlan {
             .and_then(|v| v.as_str())
             .and_then(crate::eval::parse_time);
         start.is_some_and(|x| x <= fired_at && fired_at <= x.saturating_add(window.length))
+    }
+
+    /// A customer's occurrences of any trigger firing in `(after, until]`: the scheduled fire
+    /// times that apply to them, or their event occurrences (counted from `begin`). A run
+    /// computes schedules once for all customers instead; this is for one customer.
+    pub fn occurrences(
+        &self,
+        customer: &Customer,
+        begin: Millis,
+        after: Millis,
+        until: Millis,
+    ) -> Vec<Occurrence> {
+        if let TriggerPlan::Event(_) = self {
+            return self.event_occurrences(customer, begin, after, until);
+        }
+        self.schedule_times(after, until)
+            .into_iter()
+            .filter(|t| self.applies_to(customer, *t))
+            .map(Occurrence::scheduled)
+            .collect()
     }
 
     /// A customer's occurrences of an event trigger firing in `(after, until]`. Trigger events

@@ -138,6 +138,8 @@ fn demo(args: &Args, path: &Path) -> Result<(), DemoError> {
     );
 
     let hours = [0, 10, 24, 48, 72];
+    // A delivery of the latest run that sent anything, for the `explain` hint.
+    let mut example = None;
     for (i, hour) in hours.into_iter().enumerate() {
         let now = today() + Duration::hours(hour);
         let emitted = run_campaigns(
@@ -148,6 +150,9 @@ fn demo(args: &Args, path: &Path) -> Result<(), DemoError> {
                 dry_run: false,
             },
         )?;
+        if let Some(e) = emitted.first() {
+            example = Some((e.campaign.clone(), e.customer.clone()));
+        }
         let local = now.with_timezone(&chrono_tz::Asia::Shanghai);
         println!(
             "── run {} at {} (Asia/Shanghai) ──",
@@ -171,6 +176,12 @@ fn demo(args: &Args, path: &Path) -> Result<(), DemoError> {
         "  nudge run rules/ --store {} --now 2026-11-20T00:00:00Z --format jsonl",
         path.display()
     );
+    if let Some((campaign, customer)) = example {
+        println!(
+            "  nudge explain rules/ --store {} --campaign \"{campaign}\" --customer {customer}",
+            path.display()
+        );
+    }
     Ok(())
 }
 

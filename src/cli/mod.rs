@@ -3,6 +3,7 @@
 pub mod check;
 pub mod demo;
 pub mod estimate;
+pub mod explain;
 pub mod import;
 pub mod run;
 
@@ -38,6 +39,9 @@ enum Command {
     Run(run::Args),
     /// Audience size per campaign, and how many customers pass each clause
     Estimate(estimate::Args),
+    /// Why a customer did or did not get a campaign: each clause with the values seen, the
+    /// trigger's occurrences, the outcomes recorded
+    Explain(explain::Args),
     /// Create a sample shop, run the example campaigns on it, and show what was sent and why
     Demo(demo::Args),
 }
@@ -50,6 +54,7 @@ pub fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         Command::Run(args) => run::run(args),
         Command::Estimate(args) => estimate::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Demo(args) => demo::run(args),
     };
     ExitCode::from(code)

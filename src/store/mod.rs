@@ -485,6 +485,6 @@ fn millis_range(range: &impl RangeBounds<DateTime<Utc>>) -> (i64, i64) {
 }
 
 /// RFC 3339 in UTC with a `Z`, as every time Nudge prints.
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
