@@ -20,6 +20,7 @@ use crate::ast::{Campaign, Expr, ExprKind, Status, Subject};
 use crate::check::instant;
 use crate::eval::{Compiler, Cond, Customer, Millis};
 use crate::project::Project;
+use crate::run::campaign_begin;
 use crate::store::{rfc3339, Delivery, Store, StoreError, Tx};
 use crate::trigger::{Occurrence, TriggerPlan};
 
@@ -341,29 +342,21 @@ impl CampaignView<'_> {
             .start
             .as_ref()
             .map(|t| instant(&t.value, self.zone).timestamp_millis());
-        // As a run decides it (without recording anything): the campaign begins at its
-        // `start`, an occurrence exactly at `start` included, else at the first run's `now`.
-        let begins = match start {
-            Some(start) => Some(start),
-            None => read("begin")?,
-        };
+        let begun = campaign_begin(tx, name, start)?;
         let handled_until = read("until")?;
-        let occurrences = match (begins, &self.campaign.trigger) {
-            (Some(begin), Some(trigger)) => {
-                let after = if start.is_some() { begin - 1 } else { begin };
-                TriggerPlan::new(&trigger.kind, self.compiler, self.zone).occurrences(
-                    self.customer,
-                    begin,
-                    after,
-                    at,
-                )
-            }
+        let occurrences = match (begun, &self.campaign.trigger) {
+            (Some((begin, after)), Some(trigger)) => TriggerPlan::new(
+                &trigger.kind,
+                self.compiler,
+                self.zone,
+            )
+            .occurrences(self.customer, begin, after, at),
             _ => Vec::new(),
         };
         let earlier = occurrences.len().saturating_sub(LISTED_OCCURRENCES);
         Ok(TriggerReport {
             text,
-            begins: begins.map(show),
+            begins: begun.map(|(begin, _)| show(begin)),
             handled_until: handled_until.map(show),
             occurrences: occurrences[earlier..]
                 .iter()

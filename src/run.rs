@@ -302,6 +302,21 @@ fn load(
     Ok(to_customer(&stored, events))
 }
 
+/// Where a campaign's occurrences begin — its `start`, else the `now` of the first run that saw
+/// it — and the instant after which they fire (an occurrence exactly at `start` belongs to the
+/// campaign). `None` for a campaign without `start` that no run has seen yet.
+pub fn campaign_begin(
+    tx: &Tx,
+    campaign: &str,
+    start: Option<Millis>,
+) -> Result<Option<(Millis, Millis)>, StoreError> {
+    if let Some(start) = start {
+        return Ok(Some((start, start - 1)));
+    }
+    let begin: Option<Millis> = tx.progress(campaign, "begin")?.and_then(|v| v.parse().ok());
+    Ok(begin.map(|begin| (begin, begin)))
+}
+
 /// The part of time a run handles for one campaign: occurrences firing in `(after, now]`,
 /// trigger events counted from `begin`.
 struct Range {
@@ -437,24 +452,17 @@ impl CampaignPlan {
     /// Where this run starts for the campaign. Without `start`, the first run that sees the
     /// campaign begins it, and handles nothing before its own `now`.
     fn range(&self, tx: &Tx, now: Millis) -> Result<Range, StoreError> {
-        let read = |key| -> Result<Option<Millis>, StoreError> {
-            Ok(tx.progress(&self.name, key)?.and_then(|v| v.parse().ok()))
-        };
-        let begin = match (self.start, read("begin")?) {
-            (Some(start), _) => start,
-            (None, Some(begin)) => begin,
-            (None, None) => {
+        let (begin, first) = match campaign_begin(tx, &self.name, self.start)? {
+            Some(begun) => begun,
+            None => {
                 tx.set_progress(&self.name, "begin", &now.to_string())?;
-                now
+                (now, now)
             }
         };
-        // An occurrence firing exactly at `start` belongs to the campaign.
-        let first = if self.start.is_some() {
-            begin - 1
-        } else {
-            begin
-        };
-        let after = read("until")?.map_or(first, |until| until.max(first));
+        let until: Option<Millis> = tx
+            .progress(&self.name, "until")?
+            .and_then(|v| v.parse().ok());
+        let after = until.map_or(first, |until| until.max(first));
         Ok(Range { after, begin })
     }
 
@@ -466,20 +474,8 @@ impl CampaignPlan {
         times: &[Millis],
         now: Millis,
     ) -> Vec<Occurrence> {
-        if let TriggerPlan::Event(_) = self.trigger {
-            return self
-                .trigger
-                .event_occurrences(customer, range.begin, range.after, now);
-        }
-        times
-            .iter()
-            .filter(|t| self.trigger.applies_to(customer, **t))
-            .map(|t| Occurrence {
-                key: format!("at:{t}"),
-                fired_at: *t,
-                event: None,
-            })
-            .collect()
+        self.trigger
+            .occurrences_among(customer, range.begin, range.after, now, times)
     }
 
     fn in_audience(&self, customer: &Customer, at: Millis) -> bool {

@@ -193,11 +193,26 @@ impl TriggerPlan {
         after: Millis,
         until: Millis,
     ) -> Vec<Occurrence> {
+        let times = self.schedule_times(after, until);
+        self.occurrences_among(customer, begin, after, until, &times)
+    }
+
+    /// `occurrences`, given the schedule's fire times in `(after, until]` (which a run computes
+    /// once for all customers).
+    pub fn occurrences_among(
+        &self,
+        customer: &Customer,
+        begin: Millis,
+        after: Millis,
+        until: Millis,
+        times: &[Millis],
+    ) -> Vec<Occurrence> {
         if let TriggerPlan::Event(_) = self {
             return self.event_occurrences(customer, begin, after, until);
         }
-        self.schedule_times(after, until)
-            .into_iter()
+        times
+            .iter()
+            .copied()
             .filter(|t| self.applies_to(customer, *t))
             .map(Occurrence::scheduled)
             .collect()
