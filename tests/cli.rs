@@ -186,6 +186,16 @@ fn the_demo_runs_end_to_end() {
         .map(|n| n.parse::<usize>().unwrap())
         .sum();
     assert!(sent > 0, "{text}");
+    // The delivery policies at work on the example rules: split variants, the holdout, quiet
+    // hours, the policy's cap.
+    for shown in [
+        "双十一返场 A/B [A] on sms",
+        "in the control group of a split",
+        "out of quiet hours",
+        "capped by the policy's cap",
+    ] {
+        assert!(text.contains(shown), "`{shown}` missing from:\n{text}");
+    }
     // The store it leaves behind answers further commands.
     let again = nudge(&[
         "run",

@@ -187,13 +187,16 @@ fn demo(args: &Args, path: &Path) -> Result<(), DemoError> {
 
 /// Deliveries per campaign and channel, and a few examples.
 fn print_run(emitted: &[Emitted]) {
-    let mut per_campaign: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    let mut per_campaign: BTreeMap<(&str, Option<&str>, &str), usize> = BTreeMap::new();
     for e in emitted {
-        *per_campaign.entry((&e.campaign, &e.channel)).or_default() += 1;
+        *per_campaign
+            .entry((&e.campaign, e.variant.as_deref(), &e.channel))
+            .or_default() += 1;
     }
     println!("   {} sent", emitted.len());
-    for ((campaign, channel), count) in &per_campaign {
-        println!("   {count:>6}  {campaign} on {channel}");
+    for ((campaign, variant, channel), count) in &per_campaign {
+        let variant = variant.map(|v| format!(" [{v}]")).unwrap_or_default();
+        println!("   {count:>6}  {campaign}{variant} on {channel}");
     }
     let mut seen = std::collections::HashSet::new();
     for e in emitted.iter().filter(|e| seen.insert(&e.campaign)).take(3) {
@@ -213,26 +216,53 @@ fn print_run(emitted: &[Emitted]) {
     }
 }
 
-/// What this run decided but did not send, and why.
+/// What this run decided but did not send, and why; and how many deliveries the policies moved.
 fn print_not_sent(store: &mut Store) -> Result<(), StoreError> {
-    let rows: Vec<(String, String, i64)> = store.scratch(|tx| {
+    let rows: Vec<(String, String)> = store.scratch(|tx| {
         let mut statement = tx.connection().prepare(
-            "SELECT outcome, coalesce(reason, ''), count(*) FROM deliveries
-             WHERE run = (SELECT max(id) FROM runs) AND outcome != 'sent'
-             GROUP BY outcome, reason ORDER BY count(*) DESC LIMIT 4",
+            "SELECT outcome, coalesce(reason, '') FROM deliveries
+             WHERE run = (SELECT max(id) FROM runs)",
         )?;
         let rows = statement
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok::<_, StoreError>(rows)
     })?;
-    for (outcome, reason, count) in rows {
-        let reason = reason
-            .split(", after")
-            .next()
-            .unwrap_or(&reason)
-            .to_string();
-        println!("   not sent: {count} {outcome} ({reason})");
+    let mut not_sent: BTreeMap<String, usize> = BTreeMap::new();
+    let mut moved = [0usize; 3];
+    let moves = ["moved by quiet hours", "paced from", " reached: moved from"];
+    for (outcome, reason) in &rows {
+        if let Some(why) = why_not_sent(outcome, reason) {
+            *not_sent.entry(why).or_default() += 1;
+        }
+        for (count, needle) in moved.iter_mut().zip(moves) {
+            *count += usize::from(reason.contains(needle));
+        }
+    }
+    let mut not_sent: Vec<_> = not_sent.into_iter().collect();
+    not_sent.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    for (why, count) in not_sent.iter().take(5) {
+        println!("   not sent: {count} {why}");
+    }
+    if moved.iter().any(|n| *n > 0) {
+        println!(
+            "   moved: {} out of quiet hours, {} by pace, {} by rate",
+            moved[0], moved[1], moved[2]
+        );
     }
     Ok(())
+}
+
+/// A delivery outcome summed up without its times, so that like outcomes count together.
+fn why_not_sent(outcome: &str, reason: &str) -> Option<String> {
+    let last = reason.rsplit("; ").next().unwrap_or(reason);
+    let before_colon = last.split(':').next().unwrap_or(last);
+    Some(match outcome {
+        "sent" => return None,
+        "queued" => "queued: due after this run".to_string(),
+        "expired" => "expired: due after the campaign's end".to_string(),
+        "control" => "in the control group of a split".to_string(),
+        "capped" => before_colon.to_string(),
+        _ => format!("{outcome} ({last})"),
+    })
 }
