@@ -16,7 +16,7 @@
 //! what one run at T2 decides: every delivery due by T1 has fired by T1.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -29,7 +29,9 @@ use crate::deliver::{
     after_wait, calendar_bucket, choose_channel, out_of_quiet, pace_slot, render, split_point,
     ChannelOption,
 };
-use crate::eval::{to_time, Compiler, Cond, Customer, Event, Millis, Properties};
+use crate::eval::{
+    to_time, Compiler, Cond, Customer, Event, Millis, Properties, Source, TestCond, WindowCond,
+};
 use crate::print::duration;
 use crate::project::Project;
 use crate::store::{self, Delivery, Outcome, QueueKey, RunId, Store, StoreError, Tx, Whose};
@@ -124,6 +126,7 @@ fn run_in(
     now: Millis,
     now_time: DateTime<Utc>,
 ) -> Result<Vec<Emitted>, RunError> {
+    let previous = tx.last_run_now()?.map(|t| t.timestamp_millis());
     let run = tx.begin_run(now_time)?;
     let campaigns = &plans.campaigns;
     let ranges: Vec<Range> = campaigns
@@ -143,21 +146,29 @@ fn run_in(
         schedule_times: &schedule_times,
         now,
     };
-    let whole_audience =
-        !plans.tag_rules.is_empty() || schedule_times.iter().any(|times| !times.is_empty());
-    if whole_audience {
-        // A schedule fires for the whole audience, or tag rules must be recomputed for everyone:
-        // every customer is read once.
-        tx.for_each_customer(|stored, events| {
-            candidates.process(to_customer(stored, std::mem::take(events)))
-        })?;
-    } else if let Some(from) = event_window_start(campaigns, &ranges) {
-        // Only events can fire: only customers with events in the window are read, so a run
-        // costs what is new, not the whole history.
-        for id in tx.customers_with_events_between(to_time(from), to_time(now))? {
-            candidates.process(load(tx, &id, ..)?)?;
+    let retag = retag_scope(tx, &plans.tag_rules, previous, now)?;
+    let schedule_fires = schedule_times.iter().any(|times| !times.is_empty());
+    match retag {
+        Some(mut ids) if !schedule_fires => {
+            // Only events can fire, and rule tags can only change for customers whose events
+            // moved: only those customers are read, so a run costs what is new, not the whole
+            // history.
+            if let Some(from) = event_window_start(campaigns, &ranges) {
+                ids.extend(tx.customers_with_events_between(to_time(from), to_time(now))?);
+            }
+            for id in ids {
+                candidates.process(load(tx, &id, ..)?)?;
+            }
+        }
+        _ => {
+            // A schedule fires for the whole audience, or tag rules must be recomputed for
+            // everyone: every customer is read once.
+            tx.for_each_customer(|stored, events| {
+                candidates.process(to_customer(stored, std::mem::take(events)))
+            })?;
         }
     }
+    tx.mark_customers_seen()?;
     let emitted = release_due(tx, run, plans, now)?;
     for campaign in campaigns {
         tx.set_progress(&campaign.name, "until", &now.to_string())?;
@@ -229,6 +240,59 @@ impl Candidates<'_> {
         }
         Ok(changed_any)
     }
+}
+
+/// The customers whose rule tags may have changed since the previous run, or `None` when that
+/// may be anyone: no run yet, attributes or tags changed outside runs (an import), or a rule
+/// tests a time attribute against a window (`customer.followed_at within last 48h` changes
+/// with the clock alone). Otherwise a rule's truth moves only with events: new ones, in
+/// `(previous, now]`, and, for each `within last D`, those leaving the window, in
+/// `[previous − D, now − D)`.
+fn retag_scope(
+    tx: &Tx,
+    rules: &[TagRulePlan],
+    previous: Option<Millis>,
+    now: Millis,
+) -> Result<Option<BTreeSet<String>>, StoreError> {
+    if rules.is_empty() {
+        return Ok(Some(BTreeSet::new()));
+    }
+    let Some(previous) = previous else {
+        return Ok(None);
+    };
+    let mut windows = BTreeSet::new();
+    let mut clock_alone = false;
+    for rule in rules {
+        rule.holds.walk(&mut |cond| match cond {
+            Cond::Did(did) => {
+                if let Some(WindowCond::Last(length)) = did.window {
+                    windows.insert(length);
+                }
+            }
+            Cond::Test {
+                source: Source::Attribute(_),
+                test: TestCond::Window(_),
+                ..
+            } => clock_alone = true,
+            _ => {}
+        });
+    }
+    if clock_alone || tx.customers_changed()? {
+        return Ok(None);
+    }
+    let mut ids: BTreeSet<String> = tx
+        .customers_with_events_between(to_time(previous), to_time(now))?
+        .into_iter()
+        .collect();
+    for length in windows {
+        // `(after, until]` in milliseconds is `[previous − D, now − D)`.
+        let leaving = tx.customers_with_events_between(
+            to_time(previous - length - 1),
+            to_time(now - length - 1),
+        )?;
+        ids.extend(leaving);
+    }
+    Ok(Some(ids))
 }
 
 /// The earliest event time that can fire an event trigger in this run: the start of the

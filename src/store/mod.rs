@@ -405,6 +405,29 @@ impl<'c> Tx<'c> {
         Ok(RunId(self.tx.last_insert_rowid()))
     }
 
+    /// Whether customers' attributes or tags changed since `mark_customers_seen` was last
+    /// called (by imports, say); true on a store no run has marked yet.
+    pub fn customers_changed(&self) -> Result<bool, StoreError> {
+        let changed: bool = self.tx.query_row(
+            "SELECT (SELECT value FROM store_state WHERE key = 'customers_version')
+                 != (SELECT value FROM store_state WHERE key = 'customers_seen')",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(changed)
+    }
+
+    /// Records that every change to customers' attributes and tags so far has been seen.
+    pub fn mark_customers_seen(&self) -> Result<(), StoreError> {
+        self.tx.execute(
+            "UPDATE store_state SET value =
+                 (SELECT value FROM store_state WHERE key = 'customers_version')
+             WHERE key = 'customers_seen'",
+            [],
+        )?;
+        Ok(())
+    }
+
     /// Marks the run finished (at the clock's time).
     pub fn finish_run(&self, run: RunId) -> Result<(), StoreError> {
         self.tx.execute(

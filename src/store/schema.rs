@@ -100,7 +100,21 @@ const V2: &str = "CREATE INDEX events_by_time ON events (at, customer);";
 /// Version 3: the delivery-policy pass. Queued deliveries are released in (due time, campaign,
 /// customer) order a page at a time, which an index in that order makes a range scan; `rate`
 /// counts a campaign's sent deliveries per calendar bucket.
+///
+/// And a version number of customers' attributes and tags, bumped by triggers on every change,
+/// so that a run can tell whether anything but its own tag changes touched them since the last
+/// run (then tag rules must be recomputed for everyone, not only for customers with new events).
 const V3: &str = "
+CREATE TABLE store_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO store_state (key, value) VALUES ('customers_version', 0), ('customers_seen', -1);
+CREATE TRIGGER customers_inserted AFTER INSERT ON customers BEGIN
+    UPDATE store_state SET value = value + 1 WHERE key = 'customers_version'; END;
+CREATE TRIGGER customers_updated AFTER UPDATE ON customers BEGIN
+    UPDATE store_state SET value = value + 1 WHERE key = 'customers_version'; END;
+CREATE TRIGGER tags_inserted AFTER INSERT ON tags BEGIN
+    UPDATE store_state SET value = value + 1 WHERE key = 'customers_version'; END;
+CREATE TRIGGER tags_deleted AFTER DELETE ON tags BEGIN
+    UPDATE store_state SET value = value + 1 WHERE key = 'customers_version'; END;
 DROP INDEX deliveries_queued;
 CREATE INDEX deliveries_queue ON deliveries (due_at, campaign, customer, id)
     WHERE outcome = 'queued';
