@@ -67,14 +67,37 @@ fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Er
 pub enum RunError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Writing what was sent failed; the run is rolled back.
+    #[error("cannot write the run's output: {0}")]
+    Output(#[from] std::io::Error),
 }
 
-/// Runs every campaign of a checked project (no errors) against the store at `options.now`.
+/// Runs every campaign of a checked project (no errors) against the store at `options.now`,
+/// returning what was sent, ordered by due time, then campaign, then customer.
 pub fn run(
     project: &Project,
     store: &mut Store,
     options: &RunOptions,
 ) -> Result<Vec<Emitted>, RunError> {
+    let mut emitted = Vec::new();
+    run_into(project, store, options, &mut |e| {
+        emitted.push(e);
+        Ok(())
+    })?;
+    Ok(emitted)
+}
+
+/// Runs like `run`, handing each sent delivery to `sink` as it is decided — in order of due
+/// time, then campaign, then customer — instead of collecting them, so a run that sends a
+/// million messages does not hold them in memory. The run commits only after the last one: a
+/// sink that must not show uncommitted deliveries should buffer them (the CLI writes them to a
+/// temporary file). Returns how many were sent.
+pub fn run_into(
+    project: &Project,
+    store: &mut Store,
+    options: &RunOptions,
+    sink: &mut dyn FnMut(Emitted) -> std::io::Result<()>,
+) -> Result<usize, RunError> {
     let schema = project.schema();
     let compiler = Compiler::new(&schema, &project.modules);
     let project_zone = schema.default_timezone.unwrap_or(Tz::UTC);
@@ -94,16 +117,12 @@ pub fn run(
         policy_cap: schema.policy_cap,
     };
     let now = options.now.timestamp_millis();
-    let body = |tx: &Tx| run_in(tx, &plans, now, options.now);
-    let mut emitted = if options.dry_run {
-        store.scratch(body)?
+    let body = |tx: &Tx| run_in(tx, &plans, now, options.now, sink);
+    if options.dry_run {
+        store.scratch(body)
     } else {
-        store.transaction(body)?
-    };
-    emitted.sort_by(|a, b| {
-        (a.due_at, &a.campaign, &a.customer).cmp(&(b.due_at, &b.campaign, &b.customer))
-    });
-    Ok(emitted)
+        store.transaction(body)
+    }
 }
 
 /// Everything a run needs from the project, compiled.
@@ -125,7 +144,8 @@ fn run_in(
     plans: &Plans,
     now: Millis,
     now_time: DateTime<Utc>,
-) -> Result<Vec<Emitted>, RunError> {
+    sink: &mut dyn FnMut(Emitted) -> std::io::Result<()>,
+) -> Result<usize, RunError> {
     let previous = tx.last_run_now()?.map(|t| t.timestamp_millis());
     let run = tx.begin_run(now_time)?;
     let campaigns = &plans.campaigns;
@@ -169,12 +189,12 @@ fn run_in(
         }
     }
     tx.mark_customers_seen()?;
-    let emitted = release_due(tx, run, plans, now)?;
+    let sent = release_due(tx, run, plans, now, sink)?;
     for campaign in campaigns {
         tx.set_progress(&campaign.name, "until", &now.to_string())?;
     }
     tx.finish_run(run)?;
-    Ok(emitted)
+    Ok(sent)
 }
 
 /// The second pass of a run: turning trigger occurrences into recorded candidates.
@@ -873,7 +893,13 @@ const QUEUE_PAGE: usize = 1024;
 
 /// The third pass of a run: releases the queued deliveries due by `now`, in (due time,
 /// campaign, customer) order — the order `rate` and the policy's cap take them in.
-fn release_due(tx: &Tx, run: RunId, plans: &Plans, now: Millis) -> Result<Vec<Emitted>, RunError> {
+fn release_due(
+    tx: &Tx,
+    run: RunId,
+    plans: &Plans,
+    now: Millis,
+    sink: &mut dyn FnMut(Emitted) -> std::io::Result<()>,
+) -> Result<usize, RunError> {
     let by_name: HashMap<&str, &CampaignPlan> = plans
         .campaigns
         .iter()
@@ -883,7 +909,7 @@ fn release_due(tx: &Tx, run: RunId, plans: &Plans, now: Millis) -> Result<Vec<Em
         policy_cap: plans.policy_cap,
         rate_buckets: HashMap::new(),
     };
-    let mut emitted = Vec::new();
+    let mut sent = 0;
     let mut after = QueueKey::start();
     loop {
         let mut page: VecDeque<_> = tx.queued_page(to_time(now), &after, QUEUE_PAGE)?.into();
@@ -897,7 +923,11 @@ fn release_due(tx: &Tx, run: RunId, plans: &Plans, now: Millis) -> Result<Vec<Em
                 continue;
             };
             match campaign.release(tx, run, delivery, &mut limits)? {
-                Released::Decided(sent) => emitted.extend(sent),
+                Released::Decided(None) => {}
+                Released::Decided(Some(emitted)) => {
+                    sink(emitted)?;
+                    sent += 1;
+                }
                 Released::Moved(delivery) => {
                     // Moved to a later bucket that this page already covers: it takes its
                     // place in the page, since the next page starts after the page's last key.
@@ -910,7 +940,7 @@ fn release_due(tx: &Tx, run: RunId, plans: &Plans, now: Millis) -> Result<Vec<Em
             }
         }
     }
-    Ok(emitted)
+    Ok(sent)
 }
 
 impl SendPlan {

@@ -73,7 +73,7 @@ pub fn run(args: Args) -> u8 {
     match demo(&args, &path) {
         Ok(()) => EXIT_OK,
         Err(DemoError::Rules) => EXIT_ERRORS,
-        Err(DemoError::Store(error)) => {
+        Err(DemoError::Run(error)) => {
             eprintln!("error: {error}");
             EXIT_USAGE
         }
@@ -82,20 +82,18 @@ pub fn run(args: Args) -> u8 {
 
 enum DemoError {
     Rules,
-    Store(StoreError),
+    Run(crate::run::RunError),
 }
 
 impl From<StoreError> for DemoError {
     fn from(error: StoreError) -> DemoError {
-        DemoError::Store(error)
+        DemoError::Run(error.into())
     }
 }
 
 impl From<crate::run::RunError> for DemoError {
     fn from(error: crate::run::RunError) -> DemoError {
-        match error {
-            crate::run::RunError::Store(e) => DemoError::Store(e),
-        }
+        DemoError::Run(error)
     }
 }
 

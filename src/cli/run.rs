@@ -1,6 +1,6 @@
 //! `nudge run [PATHS] --store S [--now T] [--format table|jsonl] [--dry-run]`.
 
-use std::io::Write;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 
 use chrono::{DateTime, Utc};
 
@@ -38,8 +38,22 @@ pub fn run(args: Args) -> u8 {
         now: args.now.unwrap_or_else(Utc::now),
         dry_run: args.dry_run,
     };
-    let emitted = match crate::run::run(&project, &mut store, &options) {
-        Ok(emitted) => emitted,
+    // Deliveries go to a temporary file as the run decides them, and to stdout only once it has
+    // committed: memory stays flat however many are sent, and a run that fails part-way prints
+    // nothing it did not keep.
+    let mut buffer = match tempfile::tempfile() {
+        Ok(file) => BufWriter::new(file),
+        Err(error) => {
+            eprintln!("error: cannot create a temporary file for the run's output: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    let format = args.format;
+    let sent = crate::run::run_into(&project, &mut store, &options, &mut |e| {
+        buffer.write_all(line(format, &e).as_bytes())
+    });
+    let sent = match sent {
+        Ok(sent) => sent,
         Err(RunError::Store(error @ StoreError::NowBeforeLastRun { .. })) => {
             eprintln!("error: {error}");
             return EXIT_ERRORS;
@@ -49,58 +63,56 @@ pub fn run(args: Args) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let text = match args.format {
-        Format::Jsonl => jsonl(&emitted),
-        Format::Table => table(&emitted),
-    };
     // A closed stdout changes nothing about the run, which is committed.
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    let _ = copy_to_stdout(buffer);
+    if let Format::Table = format {
+        match sent {
+            1 => println!("1 delivery sent"),
+            n => println!("{n} deliveries sent"),
+        }
+    }
     EXIT_OK
 }
 
-/// One JSON object per delivery (LANGUAGE.md §9).
-pub fn jsonl(emitted: &[Emitted]) -> String {
-    emitted
-        .iter()
-        .map(|e| serde_json::to_string(e).expect("deliveries serialize") + "\n")
-        .collect()
+fn copy_to_stdout(buffer: BufWriter<std::fs::File>) -> std::io::Result<()> {
+    let mut file = buffer.into_inner().map_err(|e| e.into_error())?;
+    file.seek(SeekFrom::Start(0))?;
+    std::io::copy(&mut file, &mut std::io::stdout().lock())?;
+    Ok(())
 }
 
-/// A table for people: when, which campaign, who, how, and the first words of the message.
-pub fn table(emitted: &[Emitted]) -> String {
-    let mut out = String::new();
-    for e in emitted {
-        let summary = e
-            .content
-            .as_object()
-            .and_then(|c| {
-                c.get("text")
-                    .or_else(|| c.get("subject"))
-                    .or_else(|| c.get("title"))
-            })
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        let summary: String = summary.chars().take(40).collect();
-        out.push_str(&format!(
-            "{}  {}  {}  {} → {}  {}{}\n",
-            e.due_at.format("%Y-%m-%d %H:%M"),
-            e.campaign,
-            e.customer,
-            e.channel,
-            e.to.as_deref().unwrap_or("-"),
-            e.variant
-                .as_ref()
-                .map(|v| format!("[{v}] "))
-                .unwrap_or_default(),
-            summary
-        ));
+/// One delivery as printed: a JSON object on a line (LANGUAGE.md §9), or a table row for
+/// people — when, which campaign, who, how, and the first words of the message.
+fn line(format: Format, e: &Emitted) -> String {
+    match format {
+        Format::Jsonl => serde_json::to_string(e).expect("deliveries serialize") + "\n",
+        Format::Table => table_row(e),
     }
-    out.push_str(&format!(
-        "{} sent\n",
-        match emitted.len() {
-            1 => "1 delivery".to_string(),
-            n => format!("{n} deliveries"),
-        }
-    ));
-    out
+}
+
+fn table_row(e: &Emitted) -> String {
+    let summary = e
+        .content
+        .as_object()
+        .and_then(|c| {
+            c.get("text")
+                .or_else(|| c.get("subject"))
+                .or_else(|| c.get("title"))
+        })
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let summary: String = summary.chars().take(40).collect();
+    format!(
+        "{}  {}  {}  {} → {}  {}{}\n",
+        e.due_at.format("%Y-%m-%d %H:%M"),
+        e.campaign,
+        e.customer,
+        e.channel,
+        e.to.as_deref().unwrap_or("-"),
+        e.variant
+            .as_ref()
+            .map(|v| format!("[{v}] "))
+            .unwrap_or_default(),
+        summary
+    )
 }
