@@ -16,7 +16,7 @@
 //! what one run at T2 decides: every delivery due by T1 has fired by T1.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -718,11 +718,14 @@ impl CampaignPlan {
 
     /// Releases one queued delivery that has come due, through the rest of the pipeline: `rate`
     /// bucket → `end` → the campaign's cap → the policy's cap → the first reachable channel.
+    /// `moved_from` is the due time a delivery had before full `rate` buckets pushed it back in
+    /// this run (it is noted once, when the delivery is decided).
     fn release(
         &self,
         tx: &Tx,
         run: RunId,
         mut delivery: Delivery,
+        moved_from: Option<Millis>,
         limits: &mut Limits,
     ) -> Result<Released, RunError> {
         let Some(send) = self.send_of(&delivery) else {
@@ -735,18 +738,21 @@ impl CampaignPlan {
             if limits.rate_used(tx, &self.name, bucket, next)? >= rate.count.value {
                 // The bucket is full: the delivery comes round again at the next one.
                 delivery.due_at = to_time(next);
-                note(
-                    &mut delivery.reason,
-                    format!(
-                        "rate {} per {} reached: moved from {} to {}",
-                        rate.count.value,
-                        rate.per.name(),
-                        show(due),
-                        show(next)
-                    ),
-                );
-                return self.requeue(tx, run, delivery, next);
+                let from = moved_from.unwrap_or(due);
+                return match self.end.filter(|end| next > *end) {
+                    Some(end) => {
+                        self.note_moved(&mut delivery, from);
+                        delivery.outcome = Outcome::Expired;
+                        note(&mut delivery.reason, after_end(next, end));
+                        tx.settle_delivery(run, &delivery)?;
+                        Ok(Released::Decided(None))
+                    }
+                    None => Ok(Released::Moved(delivery, from)),
+                };
             }
+        }
+        if let Some(from) = moved_from {
+            self.note_moved(&mut delivery, from);
         }
         let capped = self.capped(tx, &delivery.customer, due, limits.policy_cap)?;
         if let Some(why) = capped {
@@ -780,25 +786,19 @@ impl CampaignPlan {
         Ok(Released::Decided(sent))
     }
 
-    /// Puts a delivery a full `rate` bucket pushed back into the queue at `due`, unless that is
-    /// after the campaign's `end`.
-    fn requeue(
-        &self,
-        tx: &Tx,
-        run: RunId,
-        mut delivery: Delivery,
-        due: Millis,
-    ) -> Result<Released, RunError> {
-        let expired = self.end.filter(|end| due > *end);
-        if let Some(end) = expired {
-            delivery.outcome = Outcome::Expired;
-            note(&mut delivery.reason, after_end(due, end));
+    /// Notes in a delivery's reason that full `rate` buckets moved it from `from` to its due
+    /// time.
+    fn note_moved(&self, delivery: &mut Delivery, from: Millis) {
+        if let Some(rate) = self.rate {
+            let text = format!(
+                "rate {} per {} reached: moved from {} to {}",
+                rate.count.value,
+                rate.per.name(),
+                show(from),
+                show(delivery.due_at.timestamp_millis())
+            );
+            note(&mut delivery.reason, text);
         }
-        tx.settle_delivery(run, &delivery)?;
-        Ok(match expired {
-            Some(_) => Released::Decided(None),
-            None => Released::Moved(delivery),
-        })
     }
 
     /// Why a delivery due at `due` is dropped by the campaign's cap or the policy's: the
@@ -852,8 +852,9 @@ impl CampaignPlan {
 enum Released {
     /// Sent (with what was emitted), or dropped, or left alone.
     Decided(Option<Emitted>),
-    /// Pushed back by a full `rate` bucket: still queued, due later.
-    Moved(Delivery),
+    /// Pushed back by a full `rate` bucket to its new due time, from the due time it had at the
+    /// start of the run: still queued.
+    Moved(Delivery, Millis),
 }
 
 /// What `rate` and caps need across a run's release pass.
@@ -910,33 +911,51 @@ fn release_due(
         rate_buckets: HashMap::new(),
     };
     let mut sent = 0;
+    // Deliveries that full `rate` buckets pushed back to a time this run still reaches wait here,
+    // in memory, merged with the stored queue in key order: a mass send pushed through many
+    // buckets costs no store writes until each delivery is decided.
+    let mut pushed: BTreeMap<QueueKey, (Delivery, Millis)> = BTreeMap::new();
+    let mut page: VecDeque<(QueueKey, Delivery)> = VecDeque::new();
     let mut after = QueueKey::start();
+    let mut stored_left = true;
     loop {
-        let mut page: VecDeque<_> = tx.queued_page(to_time(now), &after, QUEUE_PAGE)?.into();
-        let Some((last, _)) = page.back() else {
-            break;
+        if page.is_empty() && stored_left {
+            page = tx.queued_page(to_time(now), &after, QUEUE_PAGE)?.into();
+            match page.back() {
+                Some((last, _)) => after = last.clone(),
+                None => stored_left = false,
+            }
+        }
+        let take_pushed = match (pushed.first_key_value(), page.front()) {
+            (Some((pushed_key, _)), Some((stored_key, _))) => pushed_key < stored_key,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
         };
-        after = last.clone();
-        while let Some((key, delivery)) = page.pop_front() {
-            // A paused or removed campaign's queue waits for it.
-            let Some(campaign) = by_name.get(delivery.campaign.as_str()) else {
-                continue;
-            };
-            match campaign.release(tx, run, delivery, &mut limits)? {
-                Released::Decided(None) => {}
-                Released::Decided(Some(emitted)) => {
-                    sink(emitted)?;
-                    sent += 1;
-                }
-                Released::Moved(delivery) => {
-                    // Moved to a later bucket that this page already covers: it takes its
-                    // place in the page, since the next page starts after the page's last key.
-                    let key = key.moved_to(delivery.due_at);
-                    if key <= after {
-                        let at = page.partition_point(|(k, _)| *k < key);
-                        page.insert(at, (key, delivery));
-                    }
-                }
+        let (key, delivery, moved_from) = if take_pushed {
+            let (key, (delivery, from)) = pushed.pop_first().expect("checked above");
+            (key, delivery, Some(from))
+        } else {
+            let (key, delivery) = page.pop_front().expect("checked above");
+            (key, delivery, None)
+        };
+        // A paused or removed campaign's queue waits for it.
+        let Some(campaign) = by_name.get(delivery.campaign.as_str()) else {
+            continue;
+        };
+        match campaign.release(tx, run, delivery, moved_from, &mut limits)? {
+            Released::Decided(None) => {}
+            Released::Decided(Some(emitted)) => {
+                sink(emitted)?;
+                sent += 1;
+            }
+            Released::Moved(delivery, from) if delivery.due_at.timestamp_millis() <= now => {
+                pushed.insert(key.moved_to(delivery.due_at), (delivery, from));
+            }
+            Released::Moved(mut delivery, from) => {
+                // Beyond this run: stored with its new due time, for a later run.
+                campaign.note_moved(&mut delivery, from);
+                tx.settle_delivery(run, &delivery)?;
             }
         }
     }
