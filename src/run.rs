@@ -189,6 +189,7 @@ fn run_in(
         }
     }
     tx.mark_customers_seen()?;
+    tx.set_state(TAG_RULES_STATE, fingerprint(&plans.tag_rules))?;
     let sent = release_due(tx, run, plans, now, sink)?;
     for campaign in campaigns {
         tx.set_progress(&campaign.name, "until", &now.to_string())?;
@@ -297,7 +298,8 @@ fn retag_scope(
             _ => {}
         });
     }
-    if clock_alone || tx.customers_changed()? {
+    let rules_changed = tx.state(TAG_RULES_STATE)? != Some(fingerprint(rules));
+    if clock_alone || rules_changed || tx.customers_changed()? {
         return Ok(None);
     }
     let mut ids: BTreeSet<String> = tx
@@ -313,6 +315,20 @@ fn retag_scope(
         ids.extend(leaving);
     }
     Ok(Some(ids))
+}
+
+/// Where the store keeps the fingerprint of the tag rules its customers were last tagged by: a
+/// new or changed rule must be applied to everyone once.
+const TAG_RULES_STATE: &str = "tag_rules";
+
+/// The tag rules, hashed (XXH3) from their tags and compiled conditions. Should a new release
+/// render conditions differently, the cost is one run that re-tags everyone.
+fn fingerprint(rules: &[TagRulePlan]) -> i64 {
+    let text: String = rules
+        .iter()
+        .map(|rule| format!("{}\u{0}{:?}\u{0}", rule.tag, rule.holds))
+        .collect();
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes()) as i64
 }
 
 /// The earliest event time that can fire an event trigger in this run: the start of the

@@ -367,3 +367,32 @@ proptest! {
         prop_assert_eq!(targeted, everyone);
     }
 }
+
+#[test]
+fn a_new_tag_rule_is_applied_to_every_customer_at_its_first_run() {
+    let timeline = Timeline {
+        customers: vec![(true, false, 0, None), (true, false, 0, None)],
+        events: vec![(0, 1, 10, 0), (1, 2, 20, 0)],
+    };
+    let mut store = Store::open_in_memory().unwrap();
+    fill(&mut store, &timeline);
+    // A run without tag rules marks the customers seen…
+    run_at(&project(), &mut store, start() + Duration::hours(1));
+    // …and the next, with a new rule and no new event, must still tag c0 (who viewed).
+    let mut sources = Sources::default();
+    sources.add("tags.nudge", TAG_RULES);
+    sources.add(
+        "viewers.nudge",
+        "tag \"viewer\" when did view\ncampaign \"viewer-on\" {\n  start 2026-03-01 00:00\n  \
+         trigger on tag added \"viewer\"\n  send sms \"看过\"\n}\n",
+    );
+    let with_rule = project::analyze(sources, &CheckOptions { now: start() });
+    assert_eq!(with_rule.errors(), 0, "{:#?}", with_rule.diagnostics);
+    let emitted = run_at(&with_rule, &mut store, start() + Duration::hours(2));
+    let viewers: Vec<_> = emitted
+        .iter()
+        .filter(|e| e.campaign == "viewer-on")
+        .map(|e| e.customer.as_str())
+        .collect();
+    assert_eq!(viewers, ["c0"]);
+}

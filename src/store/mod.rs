@@ -107,9 +107,13 @@ impl Store {
 /// lose the last commit, never corrupt). The page size only matters when the file is created:
 /// bigger pages make the clustered events table cheaper to fill and to scan. The cache (64 MB)
 /// keeps the pages an import revisits: events arrive in time order, so every batch of them
-/// lands all over the table.
+/// lands all over the table. A run uses a few dozen distinct statements per customer and per
+/// delivery; rusqlite's default statement cache (16) would re-parse them all the time.
+const STATEMENT_CACHE: usize = 128;
+
 fn configure(conn: Connection) -> rusqlite::Result<Connection> {
     conn.busy_timeout(Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch(
         "PRAGMA page_size = 16384;
          PRAGMA journal_mode = WAL;
@@ -415,6 +419,22 @@ impl<'c> Tx<'c> {
             |row| row.get(0),
         )?;
         Ok(changed)
+    }
+
+    /// A number the engine keeps between runs under `key` (e.g. a fingerprint of the tag rules).
+    pub fn state(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT value FROM store_state WHERE key = ?1")?
+            .query_row([key], |row| row.get(0))
+            .optional()?)
+    }
+
+    pub fn set_state(&self, key: &str, value: i64) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached("INSERT OR REPLACE INTO store_state (key, value) VALUES (?1, ?2)")?
+            .execute(params![key, value])?;
+        Ok(())
     }
 
     /// Records that every change to customers' attributes and tags so far has been seen.
