@@ -116,9 +116,10 @@ impl Store {
 /// WAL keeps readers and the writer out of each other's way and makes commits atomic even when
 /// the process is killed; `synchronous = NORMAL` is durable enough with WAL (a power cut may
 /// lose the last commit, never corrupt). The page size only matters when the file is created:
-/// bigger pages make the clustered events table cheaper to fill and to scan. The cache (64 MB)
-/// keeps the pages an import revisits: events arrive in time order, so every batch of them
-/// lands all over the table.
+/// bigger pages keep more of a customer's packed history on one page, and make the histories
+/// cheaper to fill and to scan. The cache (64 MB) keeps the upper levels of the tables' B-trees
+/// and the pages a run revisits; whatever an import or a run writes beyond it goes to the WAL
+/// file, not to memory, so memory stays flat however large a transaction is.
 fn configure(conn: Connection) -> rusqlite::Result<Connection> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.execute_batch(

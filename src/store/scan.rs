@@ -388,3 +388,113 @@ impl<'s> Follower<'s> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewEvent, Store};
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_772_352_000 + minute * 60, 0).unwrap()
+    }
+
+    /// Customers a..e with 3, 0, 5, 1, 2 events (e is not imported), tags on a and c.
+    fn store() -> Store {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .transaction(|tx| {
+                let attributes = serde_json::json!({"city": "上海", "age": 30});
+                for id in ["a", "b", "c", "d"] {
+                    tx.upsert_customer(id, attributes.as_object().unwrap())?;
+                }
+                for (customer, count) in [("a", 3), ("c", 5), ("d", 1), ("e", 2)] {
+                    for minute in 0..count {
+                        let properties = format!(r#"{{"n":{minute}}}"#);
+                        tx.add_event(&NewEvent {
+                            customer,
+                            name: ["view", "buy"][minute as usize % 2],
+                            at: at(10 * minute),
+                            properties: &properties,
+                        })?;
+                    }
+                }
+                tx.add_tag("a", "VIP", at(100))?;
+                tx.add_tag("c", "新客", at(-1))?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn evaluation_passes_refill_customers_as_the_stored_ones_read() {
+        let mut store = store();
+        let (mut stored, mut evaluated) = (Vec::new(), Vec::new());
+        store
+            .scratch(|tx| {
+                tx.for_each_customer(|customer, events| {
+                    stored.push(crate::run::to_customer(customer, std::mem::take(events)));
+                    Ok::<_, StoreError>(())
+                })?;
+                tx.for_each_evaluated(Attributes::All, |customer| {
+                    evaluated.push(customer.clone());
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .unwrap();
+        let counts: Vec<_> = evaluated.iter().map(|c| c.events.len()).collect();
+        assert_eq!(counts, [4, 0, 6, 1], "a and c also have their tag events");
+        assert_eq!(evaluated, stored);
+        assert_eq!(evaluated[2].events[4].properties.map()["n"], 3);
+    }
+
+    #[test]
+    fn evaluation_passes_parse_only_the_attributes_asked_for() {
+        let mut store = store();
+        let only = HashSet::from(["age".to_string()]);
+        let mut attributes = Vec::new();
+        store
+            .scratch(|tx| {
+                tx.for_each_evaluated(Attributes::Only(&only), |customer| {
+                    attributes.push(serde_json::Value::Object(customer.attributes.clone()));
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .unwrap();
+        assert_eq!(attributes, vec![serde_json::json!({"age": 30}); 4]);
+    }
+
+    #[test]
+    fn customers_with_events_in_a_range_are_read_with_their_whole_history() {
+        let mut seen = Vec::new();
+        store()
+            .scratch(|tx| {
+                // (5, 20]: a (10, 20), c (10, 20), not d (0 only), not e (not a customer).
+                tx.for_each_customer_with_events_between(at(5), at(20), |customer, events| {
+                    seen.push((customer.id.clone(), customer.tags.clone(), events.len()));
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .unwrap();
+        let tags = |t: &[&str]| t.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            seen,
+            [
+                ("a".to_string(), tags(&["VIP"]), 4),
+                ("c".to_string(), tags(&["新客"]), 6)
+            ]
+        );
+        let ids = |after, until| {
+            store()
+                .scratch(|tx| tx.customers_with_events_between(at(after), at(until)))
+                .unwrap()
+        };
+        assert_eq!(
+            ids(20, 30),
+            ["c"],
+            "a's history spans (20, 30] without an event in it"
+        );
+        assert_eq!(ids(40, 99), Vec::<String>::new());
+        assert_eq!(ids(99, 100), ["a"], "the tag event");
+    }
+}
