@@ -106,62 +106,102 @@ impl Random {
     }
 }
 
-/// Fills the store with a sample shop (in the caller's transaction).
+/// One generated customer with everything about it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShopCustomer {
+    pub id: String,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+    /// Tags, all added at `tagged_at`.
+    pub tags: Vec<&'static str>,
+    pub tagged_at: DateTime<Utc>,
+    /// Employees who added the customer on WeCom, and when.
+    pub employees: Vec<(&'static str, DateTime<Utc>)>,
+    /// Events in time order: name, properties (JSON text), instant.
+    pub events: Vec<(&'static str, String, DateTime<Utc>)>,
+}
+
+/// The sample shop's customers, generated one at a time (memory holds one customer, however
+/// many are asked for).
+pub struct Shop {
+    random: Random,
+    index: usize,
+    customers: usize,
+    events_per_customer: usize,
+    around: DateTime<Utc>,
+}
+
+impl Shop {
+    pub fn new(options: &ShopOptions) -> Shop {
+        Shop {
+            random: Random(options.seed),
+            index: 0,
+            customers: options.customers,
+            events_per_customer: options.events_per_customer,
+            around: options.around,
+        }
+    }
+}
+
+impl Iterator for Shop {
+    type Item = ShopCustomer;
+
+    fn next(&mut self) -> Option<ShopCustomer> {
+        if self.index == self.customers {
+            return None;
+        }
+        let id = format!("c{:07}", self.index);
+        self.index += 1;
+        let random = &mut self.random;
+        let mut customer = customer(random, id, self.around);
+        if customer.attributes.contains_key("wecom_id") {
+            customer.employees = employees(random, self.around);
+        }
+        customer.events = events(random, self.events_per_customer, self.around);
+        Some(customer)
+    }
+}
+
+/// Fills the store with a sample shop (in the caller's transaction), one customer at a time.
 pub fn generate(tx: &Tx, options: &ShopOptions) -> Result<ShopSize, StoreError> {
-    let mut random = Random(options.seed);
     let mut size = ShopSize {
         employees: EMPLOYEES.len(),
         ..ShopSize::default()
     };
-    let first = options.around - Duration::days(60);
-    let span_ms = Duration::days(63).num_milliseconds() as u64;
-    for index in 0..options.customers {
-        let id = format!("c{index:07}");
-        let on_wecom = customer(tx, &mut random, &id, options.around)?;
-        if on_wecom {
-            employees(tx, &mut random, &id, options.around)?;
-        }
-        let count = random.below(2 * options.events_per_customer as u64 + 1) as usize;
-        let mut times: Vec<i64> = (0..count)
-            .map(|_| first.timestamp_millis() + random.below(span_ms) as i64)
-            .collect();
-        times.sort_unstable();
-        let events: Vec<(String, String, DateTime<Utc>)> = times
-            .into_iter()
-            .map(|ms| {
-                let (name, properties) = event(&mut random);
-                (
-                    name.to_string(),
-                    properties,
-                    DateTime::from_timestamp_millis(ms).unwrap_or(first),
-                )
-            })
-            .collect();
-        let batch: Vec<NewEvent<'_>> = events
-            .iter()
-            .map(|(name, properties, at)| NewEvent {
-                customer: &id,
-                name,
-                at: *at,
-                properties,
-            })
-            .collect();
-        if !batch.is_empty() {
-            tx.add_events(&batch)?;
-        }
+    for customer in Shop::new(options) {
+        write(tx, &customer)?;
         size.customers += 1;
-        size.events += batch.len();
+        size.events += customer.events.len();
     }
     Ok(size)
 }
 
-/// One customer's attributes and tags; returns whether they are on WeCom.
-fn customer(
-    tx: &Tx,
-    random: &mut Random,
-    id: &str,
-    around: DateTime<Utc>,
-) -> Result<bool, StoreError> {
+fn write(tx: &Tx, customer: &ShopCustomer) -> Result<(), StoreError> {
+    let id = &customer.id;
+    tx.upsert_customer(id, &customer.attributes)?;
+    for tag in &customer.tags {
+        tx.add_tag(id, tag, customer.tagged_at)?;
+    }
+    for (employee, added) in &customer.employees {
+        tx.add_employee(id, employee, *added)?;
+    }
+    let events: Vec<NewEvent<'_>> = customer
+        .events
+        .iter()
+        .map(|(name, properties, at)| NewEvent {
+            customer: id,
+            name,
+            at: *at,
+            properties,
+        })
+        .collect();
+    if !events.is_empty() {
+        tx.add_events(&events)?;
+    }
+    Ok(())
+}
+
+/// One customer's attributes and tags.
+fn customer(random: &mut Random, id: String, around: DateTime<Utc>) -> ShopCustomer {
     let name = format!("{}{}", random.pick(SURNAMES), random.pick(GIVEN));
     let registered = around - Duration::minutes(random.below(90 * 1440) as i64 - 2 * 1440);
     let mut attributes = json!({
@@ -180,36 +220,62 @@ fn customer(
     if random.chance(300) {
         attributes["push_token"] = format!("push-{id}").into();
     }
-    let on_wecom = random.chance(600);
-    if on_wecom {
+    if random.chance(600) {
         attributes["wecom_id"] = format!("wx_{id}").into();
         let followed = registered + Duration::hours(random.below(72) as i64);
         attributes["followed_at"] = followed.to_rfc3339().into();
     }
-    let vip = attributes["vip"] == json!(true);
-    tx.upsert_customer(id, attributes.as_object().expect("an object"))?;
-    let tagged_at = registered.min(around - Duration::days(1));
-    if vip {
-        tx.add_tag(id, "VIP", tagged_at)?;
+    let mut tags = Vec::new();
+    if attributes["vip"] == json!(true) {
+        tags.push("VIP");
     }
     if random.chance(20) {
-        tx.add_tag(id, "投诉客户", tagged_at)?;
+        tags.push("投诉客户");
     }
-    Ok(on_wecom)
+    let serde_json::Value::Object(attributes) = attributes else {
+        unreachable!("built as an object")
+    };
+    ShopCustomer {
+        id,
+        attributes,
+        tags,
+        tagged_at: registered.min(around - Duration::days(1)),
+        employees: Vec::new(),
+        events: Vec::new(),
+    }
 }
 
 /// One or two employees added the customer on WeCom.
-fn employees(
-    tx: &Tx,
+fn employees(random: &mut Random, around: DateTime<Utc>) -> Vec<(&'static str, DateTime<Utc>)> {
+    (0..1 + random.below(2))
+        .map(|_| {
+            let added = around - Duration::minutes(random.below(120 * 1440) as i64);
+            (random.pick(EMPLOYEES), added)
+        })
+        .collect()
+}
+
+/// A customer's behaviour from 60 days before `around` to 3 days after, in time order.
+fn events(
     random: &mut Random,
-    id: &str,
+    per_customer: usize,
     around: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    for _ in 0..1 + random.below(2) {
-        let added = around - Duration::minutes(random.below(120 * 1440) as i64);
-        tx.add_employee(id, random.pick(EMPLOYEES), added)?;
-    }
-    Ok(())
+) -> Vec<(&'static str, String, DateTime<Utc>)> {
+    let first = around - Duration::days(60);
+    let span_ms = Duration::days(63).num_milliseconds() as u64;
+    let count = random.below(2 * per_customer as u64 + 1) as usize;
+    let mut times: Vec<i64> = (0..count)
+        .map(|_| first.timestamp_millis() + random.below(span_ms) as i64)
+        .collect();
+    times.sort_unstable();
+    times
+        .into_iter()
+        .map(|ms| {
+            let (name, properties) = event(random);
+            let at = DateTime::from_timestamp_millis(ms).unwrap_or(first);
+            (name, properties, at)
+        })
+        .collect()
 }
 
 /// A random event name and its properties (JSON text).

@@ -4,11 +4,16 @@
 //! clause of the audience, how many customers pass it alone and how many pass it together with
 //! every clause before it (the funnel), then how many of those `exclude` removes.
 
+use std::collections::HashSet;
+use std::sync::mpsc::{channel, sync_channel};
+use std::thread;
+
 use chrono_tz::Tz;
 use serde::Serialize;
 
 use crate::ast::{Campaign, Expr, ExprKind};
-use crate::eval::{Compiler, Cond, Customer, Millis};
+use crate::eval::{Compiler, Cond, Customer, Millis, Source};
+use crate::store::{Attributes, StoreError, Tx};
 
 /// A campaign's audience, compiled for counting.
 pub struct AudiencePlan {
@@ -35,6 +40,40 @@ impl AudiencePlan {
             clauses,
             exclude,
         }
+    }
+}
+
+impl AudiencePlan {
+    /// Adds the customer attributes the plan reads to `names`: a whole-audience pass parses
+    /// only those.
+    pub fn attributes(&self, names: &mut HashSet<String>) {
+        let conds = self.clauses.iter().chain(&self.exclude);
+        for (_, cond) in conds {
+            attributes_read(cond, names);
+        }
+    }
+}
+
+fn attributes_read(cond: &Cond, names: &mut HashSet<String>) {
+    match cond {
+        Cond::Const(_) | Cond::HasTag(_) => {}
+        Cond::And(a, b) | Cond::Or(a, b) => {
+            attributes_read(a, names);
+            attributes_read(b, names);
+        }
+        Cond::Not(inner) => attributes_read(inner, names),
+        Cond::Did(did) => {
+            if let Some(filter) = &did.filter {
+                attributes_read(filter, names);
+            }
+        }
+        Cond::Test {
+            source: Source::Attribute(name),
+            ..
+        } => {
+            names.insert(name.clone());
+        }
+        Cond::Test { .. } => {}
     }
 }
 
@@ -101,6 +140,70 @@ pub fn estimate(
         counts.add(&customer);
     }
     counts.finish()
+}
+
+/// Customers handed from the reading thread to the counting thread at a time.
+const HANDOVER: usize = 256;
+/// Handovers in flight: enough to absorb jitter, few enough to keep memory flat.
+const IN_FLIGHT: usize = 4;
+
+/// Counts every plan's funnel at instant `at` over every customer of the store, in one pass.
+///
+/// Reading (SQLite, decoding histories) and evaluating cost about the same, so they run on two
+/// threads: this one reads customers into batches, the other counts them and sends the batches
+/// back, whose customers are then refilled in place (strings and all), so nothing is allocated
+/// per customer or per event once the pipeline is primed. Only the attributes the plans read
+/// are parsed.
+pub fn estimate_store(
+    tx: &Tx,
+    plans: &[AudiencePlan],
+    at: Millis,
+) -> Result<Vec<Estimate>, StoreError> {
+    let mut attributes = HashSet::new();
+    for plan in plans {
+        plan.attributes(&mut attributes);
+    }
+    let (to_counter, batches) = sync_channel::<Vec<Customer>>(IN_FLIGHT);
+    let (recycler, recycled) = channel::<Vec<Customer>>();
+    thread::scope(|scope| {
+        let counter = scope.spawn(move || {
+            let mut counts = Counts::new(plans, at);
+            for batch in batches {
+                batch.iter().for_each(|customer| counts.add(customer));
+                // The reader may have finished: then the batch is simply dropped.
+                let _ = recycler.send(batch);
+            }
+            counts.finish()
+        });
+        let mut batch = Vec::with_capacity(HANDOVER);
+        let mut spare: Vec<Customer> = Vec::new();
+        let read = tx.for_each_evaluated(Attributes::Only(&attributes), |customer| {
+            // Hand the filled customer over; the store refills an old one's buffers next.
+            let mut filled = spare.pop().unwrap_or_default();
+            std::mem::swap(customer, &mut filled);
+            batch.push(filled);
+            if batch.len() == HANDOVER {
+                let next = match recycled.try_recv() {
+                    Ok(mut old) => {
+                        spare.append(&mut old);
+                        old
+                    }
+                    Err(_) => Vec::with_capacity(HANDOVER),
+                };
+                // The counter only stops when this side hangs up.
+                let _ = to_counter.send(std::mem::replace(&mut batch, next));
+            }
+            Ok::<_, StoreError>(())
+        });
+        if !batch.is_empty() {
+            let _ = to_counter.send(batch);
+        }
+        drop(to_counter);
+        let results = counter
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        read.map(|()| results)
+    })
 }
 
 /// Funnels being counted, one customer at a time (the store streams customers to a callback).
@@ -226,6 +329,14 @@ mod tests {
             person(50, true, &[]),
         ];
         (plans, customers)
+    }
+
+    #[test]
+    fn plans_name_the_attributes_they_read() {
+        let (plans, _) = plan_and_customers();
+        let mut names = HashSet::new();
+        plans[0].attributes(&mut names);
+        assert_eq!(names, HashSet::from(["age".to_string()]));
     }
 
     #[test]

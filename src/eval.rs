@@ -38,32 +38,41 @@ pub struct Event {
 }
 
 /// An event's properties as stored (a JSON object), parsed on first use: most events are only
-/// counted, and parsing every one would dominate whole-audience evaluation.
+/// counted, and parsing every one would dominate whole-audience evaluation. The text is kept as
+/// bytes, checked as UTF-8 only by that parse.
 #[derive(Clone, Debug, Default)]
 pub struct Properties {
-    raw: String,
+    raw: Vec<u8>,
     parsed: std::sync::OnceLock<Map<String, Json>>,
 }
 
 impl Properties {
     pub fn new(raw: String) -> Properties {
         Properties {
-            raw,
+            raw: raw.into_bytes(),
             parsed: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Replaces the text and forgets the parsed map, keeping the text's allocation: a pass over
+    /// the store refills one slot per event instead of allocating per event.
+    pub fn set_raw(&mut self, raw: &[u8]) {
+        self.raw.clear();
+        self.raw.extend_from_slice(raw);
+        self.parsed.take();
     }
 
     /// The properties; text that is not a JSON object reads as no properties.
     pub fn map(&self) -> &Map<String, Json> {
         self.parsed
-            .get_or_init(|| serde_json::from_str(&self.raw).unwrap_or_default())
+            .get_or_init(|| serde_json::from_slice(&self.raw).unwrap_or_default())
     }
 }
 
 impl From<Map<String, Json>> for Properties {
     fn from(map: Map<String, Json>) -> Properties {
         Properties {
-            raw: Json::Object(map.clone()).to_string(),
+            raw: Json::Object(map.clone()).to_string().into_bytes(),
             parsed: std::sync::OnceLock::from(map),
         }
     }

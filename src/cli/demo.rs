@@ -26,6 +26,10 @@ pub struct Args {
     /// Seed of the generator (the same seed tells the same story)
     #[arg(long, default_value_t = 2026)]
     seed: u64,
+    /// Only create the sample store, without checking the rules or running them (for
+    /// benchmarks: `--customers 1000000` builds the large store)
+    #[arg(long)]
+    generate_only: bool,
 }
 
 /// The example rules, built in so that the demo runs from anywhere.
@@ -119,6 +123,9 @@ fn demo(args: &Args, path: &Path) -> Result<(), DemoError> {
         (today() - Duration::days(60)).format("%Y-%m-%d"),
         (today() + Duration::days(3)).format("%Y-%m-%d"),
     );
+    if args.generate_only {
+        return Ok(());
+    }
 
     let mut sources = Sources::default();
     for (name, text) in RULES {

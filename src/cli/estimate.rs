@@ -5,9 +5,8 @@ use std::io::Write;
 use chrono::{DateTime, Utc};
 
 use super::{EXIT_ERRORS, EXIT_OK, EXIT_USAGE};
-use crate::estimate::{AudiencePlan, Counts, Estimate};
+use crate::estimate::{estimate_store, AudiencePlan, Estimate};
 use crate::eval::Compiler;
-use crate::store::StoreError;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,14 +45,7 @@ pub fn run(args: Args) -> u8 {
         return EXIT_ERRORS;
     }
     let at = args.at.unwrap_or_else(Utc::now).timestamp_millis();
-    let result = store.scratch(|tx| -> Result<_, StoreError> {
-        let mut counts = Counts::new(&plans, at);
-        tx.for_each_customer(|stored, events| -> Result<(), StoreError> {
-            counts.add(&crate::run::to_customer(stored, std::mem::take(events)));
-            Ok(())
-        })?;
-        Ok(counts.finish())
-    });
+    let result = store.scratch(|tx| estimate_store(tx, &plans, at));
     let results = match result {
         Ok(results) => results,
         Err(error) => {

@@ -13,8 +13,9 @@ use std::thread;
 
 use chrono::{DateTime, Utc};
 
+use super::bulk::{BulkError, Sorter};
 use super::rows::{quoted, Fields, Format, Nulls};
-use super::{NewEvent, Store, StoreError, Tx};
+use super::{Store, StoreError, Tx};
 
 /// What a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -69,8 +70,19 @@ pub enum ImportError {
     /// Bad rows (already reported to the observer); nothing was imported.
     #[error("the file has bad rows ({bad_rows}): nothing was imported")]
     Rejected { bad_rows: u64 },
+    #[error("cannot use a temporary file for sorting the events: {0}")]
+    TempFile(io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<BulkError> for ImportError {
+    fn from(error: BulkError) -> Self {
+        match error {
+            BulkError::TempFile(error) => ImportError::TempFile(error),
+            BulkError::Store(error) => ImportError::Store(error),
+        }
+    }
 }
 
 /// A file to import, opened and with its format known.
@@ -125,14 +137,76 @@ trait Record: Sized + Send + 'static {
     /// attribute or a property).
     const OPTIONAL: Option<&'static [&'static str]>;
 
+    /// Whether the reader sorts each batch by [`Record::sort_key`] before handing it over.
+    const SORT_BATCHES: bool = true;
+
     fn parse(fields: Fields) -> Result<Self, String>;
 
-    fn insert(rows: &[Self], tx: &Tx, options: &ImportOptions) -> Result<(), StoreError>;
+    /// Where the rows go.
+    fn sink<'t>(tx: &'t Tx<'t>, options: &'t ImportOptions) -> Box<dyn Sink<Self> + 't>;
 
     /// The customer the row is about, and for events the time: every table is stored by
     /// customer (events by customer and time), so batches are sorted by this before they are
     /// written, which makes each batch touch each page once instead of once per row.
     fn sort_key(&self) -> (&str, Option<DateTime<Utc>>);
+}
+
+/// Receives the rows of an import, batch by batch, in file order.
+trait Sink<R> {
+    /// Takes a batch's rows (leaving the vector empty, to be reused).
+    fn write(&mut self, rows: &mut Vec<R>) -> Result<(), ImportError>;
+    /// Completes the import after the last batch.
+    fn finish(self: Box<Self>) -> Result<(), ImportError>;
+}
+
+/// Rows written by one function.
+type Insert<R> = fn(&[R], &Tx, &ImportOptions) -> Result<(), StoreError>;
+
+/// Writes each batch as it comes.
+struct Direct<'t, R> {
+    tx: &'t Tx<'t>,
+    options: &'t ImportOptions,
+    insert: Insert<R>,
+}
+
+impl<'t, R: Record> Direct<'t, R> {
+    fn boxed(tx: &'t Tx<'t>, options: &'t ImportOptions, insert: Insert<R>) -> Box<Self> {
+        Box::new(Direct {
+            tx,
+            options,
+            insert,
+        })
+    }
+}
+
+impl<R: Record> Sink<R> for Direct<'_, R> {
+    fn write(&mut self, rows: &mut Vec<R>) -> Result<(), ImportError> {
+        (self.insert)(rows, self.tx, self.options)?;
+        rows.clear();
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), ImportError> {
+        Ok(())
+    }
+}
+
+/// Events are sorted by customer over the whole import, then written one history per customer
+/// (see `bulk.rs`).
+struct Bulk<'t> {
+    tx: &'t Tx<'t>,
+    sorter: Sorter,
+}
+
+impl Sink<EventRow> for Bulk<'_> {
+    fn write(&mut self, rows: &mut Vec<EventRow>) -> Result<(), ImportError> {
+        Ok(self.sorter.push(rows)?)
+    }
+
+    fn finish(self: Box<Self>) -> Result<(), ImportError> {
+        self.sorter.finish(self.tx)?;
+        Ok(())
+    }
 }
 
 /// Sorts a batch by [`Record::sort_key`]. The key is compared on the customer's first 16 bytes,
@@ -176,14 +250,16 @@ impl Record for CustomerRow {
         })
     }
 
-    fn insert(rows: &[Self], tx: &Tx, options: &ImportOptions) -> Result<(), StoreError> {
-        for row in rows {
-            tx.upsert_customer_json(&row.id, &row.attributes)?;
-            for tag in &row.tags {
-                tx.add_tag(&row.id, tag, options.now)?;
+    fn sink<'t>(tx: &'t Tx<'t>, options: &'t ImportOptions) -> Box<dyn Sink<Self> + 't> {
+        Direct::boxed(tx, options, |rows: &[Self], tx, options| {
+            for row in rows {
+                tx.upsert_customer_json(&row.id, &row.attributes)?;
+                for tag in &row.tags {
+                    tx.add_tag(&row.id, tag, options.now)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn sort_key(&self) -> (&str, Option<DateTime<Utc>>) {
@@ -191,33 +267,41 @@ impl Record for CustomerRow {
     }
 }
 
-/// An event row keeps its customer, name and properties in one string: a batch holds many rows
+/// An event row keeps its customer, name and properties in one string: an import holds many rows
 /// at once, and one allocation per row instead of three is a measurable part of an import.
-struct EventRow {
-    text: String,
-    name_start: usize,
-    properties_start: usize,
-    at: DateTime<Utc>,
+#[derive(Default)]
+pub(super) struct EventRow {
+    /// The customer, the name and the properties (a JSON object), one after the other.
+    pub(super) text: String,
+    pub(super) name_start: usize,
+    pub(super) properties_start: usize,
+    /// Milliseconds since the epoch, as stored.
+    pub(super) at: i64,
 }
 
 impl EventRow {
-    fn customer(&self) -> &str {
+    pub(super) fn customer(&self) -> &str {
         &self.text[..self.name_start]
     }
 
-    fn new_event(&self) -> NewEvent<'_> {
-        NewEvent {
-            customer: self.customer(),
-            name: &self.text[self.name_start..self.properties_start],
-            at: self.at,
-            properties: &self.text[self.properties_start..],
-        }
+    pub(super) fn name(&self) -> &str {
+        &self.text[self.name_start..self.properties_start]
+    }
+
+    pub(super) fn properties(&self) -> &str {
+        &self.text[self.properties_start..]
+    }
+
+    /// Bytes of memory the row holds, allocator overhead included (roughly).
+    pub(super) fn footprint(&self) -> usize {
+        std::mem::size_of::<Self>() + self.text.capacity() + 16
     }
 }
 
 impl Record for EventRow {
     const REQUIRED: &'static [&'static str] = &["customer", "event", "at"];
     const OPTIONAL: Option<&'static [&'static str]> = None;
+    const SORT_BATCHES: bool = false;
 
     fn parse(mut fields: Fields) -> Result<Self, String> {
         let customer = fields.required_text("customer")?;
@@ -246,18 +330,19 @@ impl Record for EventRow {
             text,
             name_start: customer.len(),
             properties_start: customer.len() + name.len(),
-            at,
+            at: at.timestamp_millis(),
         })
     }
 
-    fn insert(rows: &[Self], tx: &Tx, _: &ImportOptions) -> Result<(), StoreError> {
-        let events: Vec<NewEvent> = rows.iter().map(EventRow::new_event).collect();
-        tx.add_events(&events)?;
-        Ok(())
+    fn sink<'t>(tx: &'t Tx<'t>, _: &'t ImportOptions) -> Box<dyn Sink<Self> + 't> {
+        Box::new(Bulk {
+            tx,
+            sorter: Sorter::default(),
+        })
     }
 
     fn sort_key(&self) -> (&str, Option<DateTime<Utc>>) {
-        (self.customer(), Some(self.at))
+        (self.customer(), DateTime::from_timestamp_millis(self.at))
     }
 }
 
@@ -281,11 +366,13 @@ impl Record for TagRow {
         Ok(tag)
     }
 
-    fn insert(rows: &[Self], tx: &Tx, options: &ImportOptions) -> Result<(), StoreError> {
-        for row in rows {
-            tx.add_tag(&row.customer, &row.tag, row.at.unwrap_or(options.now))?;
-        }
-        Ok(())
+    fn sink<'t>(tx: &'t Tx<'t>, options: &'t ImportOptions) -> Box<dyn Sink<Self> + 't> {
+        Direct::boxed(tx, options, |rows: &[Self], tx, options| {
+            for row in rows {
+                tx.add_tag(&row.customer, &row.tag, row.at.unwrap_or(options.now))?;
+            }
+            Ok(())
+        })
     }
 
     fn sort_key(&self) -> (&str, Option<DateTime<Utc>>) {
@@ -313,9 +400,11 @@ impl Record for EmployeeRow {
         Ok(row)
     }
 
-    fn insert(rows: &[Self], tx: &Tx, _: &ImportOptions) -> Result<(), StoreError> {
-        rows.iter()
-            .try_for_each(|row| tx.add_employee(&row.customer, &row.employee, row.added_at))
+    fn sink<'t>(tx: &'t Tx<'t>, options: &'t ImportOptions) -> Box<dyn Sink<Self> + 't> {
+        Direct::boxed(tx, options, |rows: &[Self], tx, _| {
+            rows.iter()
+                .try_for_each(|row| tx.add_employee(&row.customer, &row.employee, row.added_at))
+        })
     }
 
     fn sort_key(&self) -> (&str, Option<DateTime<Utc>>) {
@@ -379,20 +468,24 @@ fn write_rows<R: Record>(
     recycler: Sender<Vec<R>>,
     options: &ImportOptions,
     observer: &mut dyn ImportObserver,
-) -> Result<ImportSummary, StoreError> {
+) -> Result<ImportSummary, ImportError> {
     let mut summary = ImportSummary::default();
-    for batch in batches {
+    let mut sink = R::sink(tx, options);
+    for mut batch in batches {
         for bad in &batch.bad {
             observer.bad_row(bad);
         }
         summary.skipped += batch.bad.len() as u64;
         if summary.skipped == 0 || options.skip_invalid {
-            R::insert(&batch.rows, tx, options)?;
             summary.imported += batch.rows.len() as u64;
+            sink.write(&mut batch.rows)?;
         }
         observer.progress(batch.read);
         // Once the reader has finished, the rows are simply dropped here.
         let _ = recycler.send(batch.rows);
+    }
+    if summary.skipped == 0 || options.skip_invalid {
+        sink.finish()?;
     }
     Ok(summary)
 }
@@ -481,7 +574,9 @@ impl<R: Record> Batcher<R> {
         };
         self.started = self.batch.read;
         let mut batch = std::mem::replace(&mut self.batch, next);
-        order(&mut batch.rows);
+        if R::SORT_BATCHES {
+            order(&mut batch.rows);
+        }
         self.sender.send(batch).map_err(|_| ReadError::WriterGone)
     }
 }

@@ -5,13 +5,15 @@
 //! closure succeeds, so an import or a run is either entirely in the store or not at all, and a
 //! process killed part-way leaves the store as it was (SQLite's WAL guarantees that).
 
+mod bulk;
 mod deliveries;
+mod history;
 mod import;
 mod rows;
 mod scan;
 mod schema;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +26,7 @@ pub use deliveries::{Delivery, Outcome, QueueKey, Whose};
 pub use import::{
     import, BadRow, ImportError, ImportFile, ImportObserver, ImportOptions, ImportSummary, Kind,
 };
+pub use scan::Attributes;
 
 /// Failures of the store itself (as opposed to bad data in an import file).
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +50,16 @@ pub enum StoreError {
         now: DateTime<Utc>,
         last: DateTime<Utc>,
     },
+    #[error("the store is damaged: {0}")]
+    Damaged(String),
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+}
+
+impl From<rusqlite::types::FromSqlError> for StoreError {
+    fn from(error: rusqlite::types::FromSqlError) -> Self {
+        StoreError::Sqlite(error.into())
+    }
 }
 
 /// An open store. Cheap to keep open; one writer at a time (others wait up to five seconds).
@@ -105,10 +116,12 @@ impl Store {
 /// WAL keeps readers and the writer out of each other's way and makes commits atomic even when
 /// the process is killed; `synchronous = NORMAL` is durable enough with WAL (a power cut may
 /// lose the last commit, never corrupt). The page size only matters when the file is created:
-/// bigger pages make the clustered events table cheaper to fill and to scan. The cache (64 MB)
-/// keeps the pages an import revisits: events arrive in time order, so every batch of them
-/// lands all over the table. A run uses a few dozen distinct statements per customer and per
-/// delivery; rusqlite's default statement cache (16) would re-parse them all the time.
+/// bigger pages keep more of a customer's packed history on one page, and make the histories
+/// cheaper to fill and to scan. The cache (64 MB) keeps the upper levels of the tables' B-trees
+/// and the pages a run revisits; whatever an import or a run writes beyond it goes to the WAL
+/// file, not to memory, so memory stays flat however large a transaction is.
+/// A run uses a few dozen distinct statements per customer and per delivery; rusqlite's default
+/// statement cache (16) would re-parse them all the time.
 const STATEMENT_CACHE: usize = 128;
 
 fn configure(conn: Connection) -> rusqlite::Result<Connection> {
@@ -173,8 +186,10 @@ pub struct RunId(pub i64);
 pub struct Tx<'c> {
     tx: rusqlite::Transaction<'c>,
     /// The next event id, read from `counters` on first use and written back at commit, so that
-    /// recording an event is a single INSERT.
+    /// recording events needs no query for it.
     next_event_id: Cell<Option<i64>>,
+    /// Event names by id and ids by name, loaded on first use.
+    names: RefCell<history::Names>,
 }
 
 impl<'c> Tx<'c> {
@@ -182,6 +197,7 @@ impl<'c> Tx<'c> {
         Ok(Tx {
             tx: conn.transaction_with_behavior(behavior)?,
             next_event_id: Cell::new(None),
+            names: RefCell::default(),
         })
     }
 
@@ -338,9 +354,29 @@ impl<'c> Tx<'c> {
         self.add_events(std::slice::from_ref(event))
     }
 
-    /// Records events with consecutive ids, in order, and returns the first id. Fastest when the
-    /// events are sorted by (customer, at), the order the table is stored in.
+    /// Records events with consecutive ids, in order, and returns the first id. Each customer's
+    /// events join its history in one write, so passing many events at once is cheapest.
     pub fn add_events(&self, events: &[NewEvent]) -> Result<i64, StoreError> {
+        let first = self.take_event_ids(events.len())?;
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        // Stable: a customer's events at one instant keep their order, which their ids follow.
+        order.sort_by_key(|&i| (events[i].customer, millis(events[i].at)));
+        let mut chunk = history::Chunk::default();
+        for group in order.chunk_by(|&a, &b| events[a].customer == events[b].customer) {
+            chunk.clear();
+            for &index in group {
+                let event = &events[index];
+                let name = self.names.borrow_mut().intern(&self.tx, event.name)?;
+                let properties = event.properties.as_bytes();
+                chunk.push(millis(event.at), first + index as i64, name, properties);
+            }
+            history::extend(&self.tx, events[group[0]].customer, &chunk)?;
+        }
+        Ok(first)
+    }
+
+    /// Reserves `count` consecutive event ids and returns the first.
+    fn take_event_ids(&self, count: usize) -> Result<i64, StoreError> {
         let first = match self.next_event_id.get() {
             Some(id) => id,
             None => self.tx.query_row(
@@ -349,21 +385,7 @@ impl<'c> Tx<'c> {
                 |row| row.get(0),
             )?,
         };
-        // One row per statement: a multi-row INSERT needs a statement journal, which costs
-        // more than it saves.
-        let mut insert = self.tx.prepare_cached(
-            "INSERT INTO events (customer, at, id, name, properties) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for (id, event) in (first..).zip(events) {
-            insert.execute(params![
-                event.customer,
-                millis(event.at),
-                id,
-                event.name,
-                event.properties
-            ])?;
-        }
-        self.next_event_id.set(Some(first + events.len() as i64));
+        self.next_event_id.set(Some(first + count as i64));
         Ok(first)
     }
 
@@ -375,15 +397,32 @@ impl<'c> Tx<'c> {
         range: impl RangeBounds<DateTime<Utc>>,
     ) -> Result<Vec<Event>, StoreError> {
         let (from, to) = millis_range(&range);
-        let events = self
+        let mut statement = self
             .tx
-            .prepare_cached(
-                "SELECT id, name, at, properties FROM events
-                 WHERE customer = ?1 AND at BETWEEN ?2 AND ?3 ORDER BY at, id",
-            )?
-            .query_map(params![customer, from, to], |row| event(row, 0))?
-            .collect::<Result<_, _>>()?;
+            .prepare_cached("SELECT events FROM event_histories WHERE customer = ?1")?;
+        let mut rows = statement.query([customer])?;
+        let mut events = Vec::new();
+        if let Some(row) = rows.next()? {
+            let bytes = row.get_ref(0)?.as_blob()?;
+            for packed in history::Decoder::new(bytes) {
+                let packed = packed?;
+                if (from..=to).contains(&packed.at) {
+                    events.push(self.event(&packed)?);
+                }
+            }
+        }
         Ok(events)
+    }
+
+    /// An event of a history as the store's callers see it.
+    fn event(&self, packed: &history::Packed) -> Result<Event, StoreError> {
+        Ok(Event {
+            id: packed.id,
+            name: history::with_name(&self.names, &self.tx, packed.name, str::to_owned)?,
+            at: instant(packed.at)?,
+            properties: String::from_utf8(packed.properties.to_vec())
+                .map_err(|_| history::damaged("event properties are not UTF-8".into()))?,
+        })
     }
 
     /// The `now` of the latest run, if any.
@@ -476,16 +515,6 @@ impl<'c> Tx<'c> {
             .execute([campaign, key, value])?;
         Ok(())
     }
-}
-
-/// Reads an event from `id, name, at, properties` starting at column `first`.
-fn event(row: &Row, first: usize) -> rusqlite::Result<Event> {
-    Ok(Event {
-        id: row.get(first)?,
-        name: row.get(first + 1)?,
-        at: time(row, first + 2)?,
-        properties: row.get(first + 3)?,
-    })
 }
 
 /// Stored times are milliseconds since the epoch, UTC (sub-millisecond parts are dropped).

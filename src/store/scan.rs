@@ -1,130 +1,500 @@
-//! Streaming every customer with its tags and events, for whole-audience evaluation.
+//! Reading many customers with their tags and events: every customer, for whole-audience
+//! evaluation, or those with events in a range, for incremental runs.
+//!
+//! A whole pass reads three tables in customer order (customers, tags, histories) and merges
+//! them here, so memory holds one customer at a time however large the store. Tags and events
+//! of ids that were never imported as customers are skipped.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use fallible_streaming_iterator::FallibleStreamingIterator;
 use rusqlite::{Row, Rows};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value as Json};
 
-use super::{event, Customer, Event, StoreError, Tx};
+use super::history::{self, Decoder};
+use super::{Customer, Event, StoreError, Tx};
+use crate::eval;
+
+/// Which customer attributes a pass parses: evaluating a few campaigns reads a handful of
+/// attributes, and parsing the others for every customer would cost more than evaluating.
+#[derive(Clone, Copy, Debug)]
+pub enum Attributes<'a> {
+    All,
+    Only(&'a HashSet<String>),
+}
+
+impl Attributes<'_> {
+    fn wants(&self, name: &str) -> bool {
+        match self {
+            Attributes::All => true,
+            Attributes::Only(names) => names.contains(name),
+        }
+    }
+}
 
 impl Tx<'_> {
     /// Calls `f` once per customer, in id order, with its tags and its events in time order.
     /// `f` may take the events out of the buffer (it is refilled for the next customer).
-    ///
-    /// One pass: three queries in customer order (customers, tags, events), merged here, so
-    /// memory holds one customer's history at a time however large the store. Tags and events
-    /// of ids that were never imported as customers are skipped.
     pub fn for_each_customer<E: From<StoreError>>(
         &self,
         mut f: impl FnMut(&Customer, &mut Vec<Event>) -> Result<(), E>,
     ) -> Result<(), E> {
+        let mut fill = Stored::default();
+        self.scan(&mut fill, |fill| f(&fill.customer, &mut fill.events))
+    }
+
+    /// Calls `f` once per customer, in id order, with the customer as evaluation reads it:
+    /// events in time order, attributes as `attributes` asks. The customer is refilled in place
+    /// for the next one, reusing its strings, so a pass allocates next to nothing per event;
+    /// `f` may take parts of it (they are rebuilt).
+    pub fn for_each_evaluated<E: From<StoreError>>(
+        &self,
+        attributes: Attributes,
+        mut f: impl FnMut(&mut eval::Customer) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut fill = Evaluated::new(attributes);
+        self.scan(&mut fill, |fill| f(&mut fill.customer))
+    }
+
+    fn scan<F: Fill, E: From<StoreError>>(
+        &self,
+        fill: &mut F,
+        mut each: impl FnMut(&mut F) -> Result<(), E>,
+    ) -> Result<(), E> {
         let sql = |text| self.tx.prepare(text).map_err(StoreError::from);
         let mut customers = sql("SELECT id, attributes FROM customers ORDER BY id")?;
         let mut tags = sql("SELECT customer, tag FROM tags ORDER BY customer, tag")?;
-        let mut events =
-            sql("SELECT customer, id, name, at, properties FROM events ORDER BY customer, at, id")?;
-        let mut scan = Scan {
-            customers: customers.query([]).map_err(StoreError::from)?,
-            tags: Follower::new(tags.query([]).map_err(StoreError::from)?, |row| row.get(1)),
-            events: Follower::new(events.query([]).map_err(StoreError::from)?, |row| {
-                event(row, 1)
-            }),
-        };
-        let mut customer = Customer::default();
-        let mut history = Vec::new();
-        while scan.next(&mut customer, &mut history)? {
-            f(&customer, &mut history)?;
+        let mut histories = sql("SELECT customer, events FROM event_histories ORDER BY customer")?;
+        let mut customers = customers.query([]).map_err(StoreError::from)?;
+        let mut tags = Follower::new(tags.query([]).map_err(StoreError::from)?);
+        let mut histories = Follower::new(histories.query([]).map_err(StoreError::from)?);
+        let mut id = String::new();
+        while let Some(row) = customers.next().map_err(StoreError::from)? {
+            id.clear();
+            id.push_str(text(row, 0)?);
+            fill.customer(&id, text(row, 1)?)?;
+            tags.for_customer(&id, |row| fill.tag(row.get_ref(1)?.as_str()?))?;
+            histories.for_customer(&id, |row| fill.history(self, row.get_ref(1)?.as_blob()?))?;
+            fill.done();
+            each(fill)?;
         }
         Ok(())
     }
-}
 
-impl Tx<'_> {
     /// The customers (imported ones only) with an event at an instant in `(after, until]`, in id
     /// order.
     pub fn customers_with_events_between(
         &self,
-        after: chrono::DateTime<chrono::Utc>,
-        until: chrono::DateTime<chrono::Utc>,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError> {
-        let ids = self
-            .tx
-            .prepare_cached(
-                "SELECT DISTINCT e.customer FROM events e JOIN customers c ON c.id = e.customer
-                 WHERE e.at > ?1 AND e.at <= ?2 ORDER BY e.customer",
-            )?
-            .query_map(
-                [after.timestamp_millis(), until.timestamp_millis()],
-                |row| row.get(0),
-            )?
-            .collect::<Result<_, _>>()?;
+        let mut ids = Vec::new();
+        self.for_each_history_between(after, until, |id, _| {
+            ids.push(id.to_owned());
+            Ok::<_, StoreError>(())
+        })?;
         Ok(ids)
     }
-}
 
-struct Scan<'s> {
-    customers: Rows<'s>,
-    tags: Follower<'s, String>,
-    events: Follower<'s, Event>,
-}
-
-impl Scan<'_> {
-    /// Reads the next customer into `customer` and `events`; false after the last.
-    fn next(
-        &mut self,
-        customer: &mut Customer,
-        events: &mut Vec<Event>,
-    ) -> Result<bool, StoreError> {
-        let Some(row) = self.customers.next()? else {
-            return Ok(false);
-        };
-        customer.id = row.get(0)?;
-        customer.attributes = row.get(1)?;
-        customer.tags.clear();
-        self.tags.take_for(&customer.id, &mut customer.tags)?;
-        events.clear();
-        self.events.take_for(&customer.id, events)?;
-        Ok(true)
-    }
-}
-
-/// A query ordered by customer id (its first column), read in step with the customers.
-struct Follower<'s, T> {
-    rows: Rows<'s>,
-    decode: fn(&Row) -> rusqlite::Result<T>,
-    /// The first row of a later customer, read while looking for the end of the current one.
-    pending: Option<(String, T)>,
-}
-
-impl<'s, T> Follower<'s, T> {
-    fn new(rows: Rows<'s>, decode: fn(&Row) -> rusqlite::Result<T>) -> Self {
-        Follower {
-            rows,
-            decode,
-            pending: None,
-        }
+    /// Calls `f` once per customer (imported ones only) with an event at an instant in
+    /// `(after, until]`, in id order, with its tags and all its events (as
+    /// [`Tx::for_each_customer`]): an incremental run reads what it needs in one pass over
+    /// the histories that reach into its range, instead of a query per customer.
+    pub fn for_each_customer_with_events_between<E: From<StoreError>>(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        mut f: impl FnMut(&Customer, &mut Vec<Event>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut fill = Stored::default();
+        let mut tags = self
+            .tx
+            .prepare_cached("SELECT tag FROM tags WHERE customer = ?1 ORDER BY tag")
+            .map_err(StoreError::from)?;
+        self.for_each_history_between(after, until, |id, row| {
+            let mut load = || -> Result<(), StoreError> {
+                fill.customer(id, row.get_ref(1)?.as_str()?)?;
+                let mut rows = tags.query([id])?;
+                while let Some(tag) = rows.next()? {
+                    fill.tag(tag.get_ref(0)?.as_str()?)?;
+                }
+                fill.history(self, row.get_ref(2)?.as_blob()?)?;
+                fill.done();
+                Ok(())
+            };
+            load()?;
+            f(&fill.customer, &mut fill.events)
+        })
     }
 
-    /// Appends the rows of `customer` to `out`, dropping rows of smaller ids (not customers).
-    fn take_for(&mut self, customer: &str, out: &mut Vec<T>) -> rusqlite::Result<()> {
-        if let Some((id, item)) = self.pending.take() {
-            match id.as_str().cmp(customer) {
-                std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => out.push(item),
-                std::cmp::Ordering::Greater => {
-                    self.pending = Some((id, item));
-                    return Ok(());
-                }
-            }
-        }
-        while let Some(row) = self.rows.next()? {
-            let id = row.get_ref(0)?.as_str()?;
-            match id.cmp(customer) {
-                std::cmp::Ordering::Less => {}
-                std::cmp::Ordering::Equal => out.push((self.decode)(row)?),
-                std::cmp::Ordering::Greater => {
-                    self.pending = Some((id.to_owned(), (self.decode)(row)?));
-                    break;
-                }
+    /// Calls `f` with the id and the row `id, attributes, events` of each customer with an
+    /// event in `(after, until]`. The index on the histories' last instants finds the histories
+    /// that reach past `after`; their events tell which have one in the range.
+    fn for_each_history_between<E: From<StoreError>>(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        mut f: impl FnMut(&str, &Row) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let (after, until) = (after.timestamp_millis(), until.timestamp_millis());
+        let mut statement = self
+            .tx
+            .prepare_cached(
+                "SELECT h.customer, c.attributes, h.events
+                 FROM event_histories h JOIN customers c ON c.id = h.customer
+                 WHERE h.last_at > ?1 AND h.first_at <= ?2 ORDER BY h.customer",
+            )
+            .map_err(StoreError::from)?;
+        let mut rows = statement.query([after, until]).map_err(StoreError::from)?;
+        while let Some(row) = rows.next().map_err(StoreError::from)? {
+            if has_event_between(row, after, until)? {
+                f(text(row, 0)?, row)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Whether the history in column 2 has an event in `(after, until]`.
+fn has_event_between(row: &Row, after: i64, until: i64) -> Result<bool, StoreError> {
+    for event in Decoder::new(row.get_ref(2)?.as_blob()?) {
+        let at = event?.at;
+        if after < at && at <= until {
+            return Ok(true);
+        }
+        if at > until {
+            break;
+        }
+    }
+    Ok(false)
+}
+
+fn text<'r>(row: &'r Row, column: usize) -> Result<&'r str, StoreError> {
+    Ok(row.get_ref(column)?.as_str()?)
+}
+
+/// Receives one customer of a pass, part by part.
+trait Fill {
+    /// Starts the next customer (tags and events empty).
+    fn customer(&mut self, id: &str, attributes: &str) -> Result<(), StoreError>;
+    fn tag(&mut self, tag: &str) -> Result<(), StoreError>;
+    /// The customer's packed history.
+    fn history(&mut self, tx: &Tx, bytes: &[u8]) -> Result<(), StoreError>;
+    /// The customer is complete.
+    fn done(&mut self) {}
+}
+
+/// Customers as the store's own types.
+#[derive(Default)]
+struct Stored {
+    customer: Customer,
+    events: Vec<Event>,
+}
+
+impl Fill for Stored {
+    fn customer(&mut self, id: &str, attributes: &str) -> Result<(), StoreError> {
+        self.customer.id.clear();
+        self.customer.id.push_str(id);
+        self.customer.attributes.clear();
+        self.customer.attributes.push_str(attributes);
+        self.customer.tags.clear();
+        self.events.clear();
+        Ok(())
+    }
+
+    fn tag(&mut self, tag: &str) -> Result<(), StoreError> {
+        self.customer.tags.push(tag.to_owned());
+        Ok(())
+    }
+
+    fn history(&mut self, tx: &Tx, bytes: &[u8]) -> Result<(), StoreError> {
+        for packed in Decoder::new(bytes) {
+            self.events.push(tx.event(&packed?)?);
+        }
+        Ok(())
+    }
+}
+
+/// Customers as evaluation reads them, refilled in place.
+struct Evaluated<'a> {
+    customer: eval::Customer,
+    attributes: Attributes<'a>,
+    /// How many of `customer.events` hold the current customer's events (the slots after them
+    /// still hold an earlier customer's, until `done`).
+    filled: usize,
+    /// Event slots not in use, kept for their strings.
+    spare: Vec<eval::Event>,
+    /// Event names by id, copied from the transaction's as they are met.
+    names: Vec<String>,
+}
+
+impl<'a> Evaluated<'a> {
+    fn new(attributes: Attributes<'a>) -> Self {
+        Evaluated {
+            customer: eval::Customer::default(),
+            attributes,
+            filled: 0,
+            spare: Vec::new(),
+            names: Vec::new(),
+        }
+    }
+}
+
+impl Fill for Evaluated<'_> {
+    fn customer(&mut self, id: &str, attributes: &str) -> Result<(), StoreError> {
+        let customer = &mut self.customer;
+        customer.id.clear();
+        customer.id.push_str(id);
+        customer.tags.clear();
+        customer.attributes.clear();
+        // Stored attributes were checked on import; text that is not an object reads as none.
+        let _ = serde_json::Deserializer::from_str(attributes).deserialize_map(Wanted {
+            attributes: self.attributes,
+            out: &mut customer.attributes,
+        });
+        self.filled = 0;
+        Ok(())
+    }
+
+    fn tag(&mut self, tag: &str) -> Result<(), StoreError> {
+        self.customer.tags.insert(tag.to_owned());
+        Ok(())
+    }
+
+    fn history(&mut self, tx: &Tx, bytes: &[u8]) -> Result<(), StoreError> {
+        let events = &mut self.customer.events;
+        for packed in Decoder::new(bytes) {
+            let packed = packed?;
+            if self.filled == events.len() {
+                events.push(self.spare.pop().unwrap_or_else(|| eval::Event {
+                    id: 0,
+                    name: String::new(),
+                    at: 0,
+                    properties: eval::Properties::default(),
+                }));
+            }
+            let event = &mut events[self.filled];
+            event.id = packed.id;
+            event.at = packed.at;
+            fill_name(&mut self.names, tx, packed.name, &mut event.name)?;
+            event.properties.set_raw(packed.properties);
+            self.filled += 1;
+        }
+        Ok(())
+    }
+
+    fn done(&mut self) {
+        let events = &mut self.customer.events;
+        self.spare
+            .extend(events.drain(self.filled.min(events.len())..));
+    }
+}
+
+/// Copies the name of an event into `out`, from `names` or, for a name not met yet, from the
+/// transaction (whose cache is shared with writers, so it is borrowed only on a miss).
+fn fill_name(
+    names: &mut Vec<String>,
+    tx: &Tx,
+    id: u32,
+    out: &mut String,
+) -> Result<(), StoreError> {
+    let index = id as usize;
+    if names.get(index).is_none_or(String::is_empty) {
+        let name = history::with_name(&tx.names, &tx.tx, id, str::to_owned)?;
+        if names.len() <= index {
+            names.resize(index + 1, String::new());
+        }
+        names[index] = name;
+    }
+    out.clear();
+    out.push_str(&names[index]);
+    Ok(())
+}
+
+/// Reads the wanted members of a JSON object into a map, skipping the others unparsed.
+struct Wanted<'a, 'm> {
+    attributes: Attributes<'a>,
+    out: &'m mut Map<String, Json>,
+}
+
+impl<'de> Visitor<'de> for Wanted<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(Key(key)) = map.next_key()? {
+            if self.attributes.wants(&key) {
+                self.out.insert(key.into_owned(), map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Wanted<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+/// A JSON object key, borrowed from the text when it has no escapes.
+#[derive(Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// A query ordered by customer id (its first column), read in step with the customers.
+struct Follower<'s> {
+    rows: Rows<'s>,
+    started: bool,
+}
+
+impl<'s> Follower<'s> {
+    fn new(rows: Rows<'s>) -> Self {
+        Follower {
+            rows,
+            started: false,
+        }
+    }
+
+    /// Calls `each` with the rows of `customer`, skipping rows of smaller ids (not customers).
+    /// The first row of a later customer stays current for the next call.
+    fn for_customer(
+        &mut self,
+        customer: &str,
+        mut each: impl FnMut(&Row) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if !self.started {
+            self.rows.advance()?;
+            self.started = true;
+        }
+        while let Some(row) = self.rows.get() {
+            match row.get_ref(0)?.as_str()?.cmp(customer) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => each(row)?,
+                std::cmp::Ordering::Greater => break,
+            }
+            self.rows.advance()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewEvent, Store};
+
+    fn at(minute: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_772_352_000 + minute * 60, 0).unwrap()
+    }
+
+    /// Customers a..e with 3, 0, 5, 1, 2 events (e is not imported), tags on a and c.
+    fn store() -> Store {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .transaction(|tx| {
+                let attributes = serde_json::json!({"city": "上海", "age": 30});
+                for id in ["a", "b", "c", "d"] {
+                    tx.upsert_customer(id, attributes.as_object().unwrap())?;
+                }
+                for (customer, count) in [("a", 3), ("c", 5), ("d", 1), ("e", 2)] {
+                    for minute in 0..count {
+                        let properties = format!(r#"{{"n":{minute}}}"#);
+                        tx.add_event(&NewEvent {
+                            customer,
+                            name: ["view", "buy"][minute as usize % 2],
+                            at: at(10 * minute),
+                            properties: &properties,
+                        })?;
+                    }
+                }
+                tx.add_tag("a", "VIP", at(100))?;
+                tx.add_tag("c", "新客", at(-1))?;
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
+        store
+    }
+
+    #[test]
+    fn evaluation_passes_refill_customers_as_the_stored_ones_read() {
+        let mut store = store();
+        let (mut stored, mut evaluated) = (Vec::new(), Vec::new());
+        store
+            .scratch(|tx| {
+                tx.for_each_customer(|customer, events| {
+                    stored.push(crate::run::to_customer(customer, std::mem::take(events)));
+                    Ok::<_, StoreError>(())
+                })?;
+                tx.for_each_evaluated(Attributes::All, |customer| {
+                    evaluated.push(customer.clone());
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .unwrap();
+        let counts: Vec<_> = evaluated.iter().map(|c| c.events.len()).collect();
+        assert_eq!(counts, [4, 0, 6, 1], "a and c also have their tag events");
+        assert_eq!(evaluated, stored);
+        assert_eq!(evaluated[2].events[4].properties.map()["n"], 3);
+    }
+
+    #[test]
+    fn evaluation_passes_parse_only_the_attributes_asked_for() {
+        let mut store = store();
+        let only = HashSet::from(["age".to_string()]);
+        let mut attributes = Vec::new();
+        store
+            .scratch(|tx| {
+                tx.for_each_evaluated(Attributes::Only(&only), |customer| {
+                    attributes.push(serde_json::Value::Object(customer.attributes.clone()));
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .unwrap();
+        assert_eq!(attributes, vec![serde_json::json!({"age": 30}); 4]);
+    }
+
+    #[test]
+    fn customers_with_events_in_a_range_are_read_with_their_whole_history() {
+        let mut seen = Vec::new();
+        store()
+            .scratch(|tx| {
+                // (5, 20]: a (10, 20), c (10, 20), not d (0 only), not e (not a customer).
+                tx.for_each_customer_with_events_between(at(5), at(20), |customer, events| {
+                    seen.push((customer.id.clone(), customer.tags.clone(), events.len()));
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .unwrap();
+        let tags = |t: &[&str]| t.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            seen,
+            [
+                ("a".to_string(), tags(&["VIP"]), 4),
+                ("c".to_string(), tags(&["新客"]), 6)
+            ]
+        );
+        let ids = |after, until| {
+            store()
+                .scratch(|tx| tx.customers_with_events_between(at(after), at(until)))
+                .unwrap()
+        };
+        assert_eq!(
+            ids(20, 30),
+            ["c"],
+            "a's history spans (20, 30] without an event in it"
+        );
+        assert_eq!(ids(40, 99), Vec::<String>::new());
+        assert_eq!(ids(99, 100), ["a"], "the tag event");
     }
 }

@@ -4,13 +4,22 @@
 //! objects whose values are text, numbers or booleans: the store does not know the rules' schema,
 //! values get their types when campaigns are evaluated.
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::StoreError;
 
+/// One step of the schema: SQL, or Rust code for steps that transform data SQL cannot (such as
+/// packing events into the histories' binary encoding).
+enum Migration {
+    Sql(&'static str),
+    Code(fn(&Transaction) -> Result<(), StoreError>),
+}
+
+use Migration::{Code, Sql};
+
 /// Migration `i` takes a store from version `i` to version `i + 1`. Steps are only ever appended:
 /// a released step must never change, or stores created by different builds would differ.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[Migration] = &[Sql(V1), Sql(V2), Code(event_histories), Sql(V4)];
 
 /// Version 1: the initial schema.
 const V1: &str = "
@@ -97,14 +106,47 @@ CREATE INDEX deliveries_by_address ON deliveries (campaign, address);
 /// reading every customer (incremental runs cost what is new, not the whole history).
 const V2: &str = "CREATE INDEX events_by_time ON events (at, customer);";
 
-/// Version 3: the delivery-policy pass. Queued deliveries are released in (due time, campaign,
+/// Version 3: events packed per customer. One row per customer holds its whole history in time
+/// order (the encoding is in `history.rs`), with event names interned: a whole-audience pass
+/// reads one row per customer instead of one per event, and no event name or property is
+/// copied into a string of its own until it is used. Each history keeps its first and last
+/// instants; the index on them finds the customers with events in a run's range (a history
+/// ending before the range cannot have any), which replaces v2's per-event time index.
+const V3: &str = "
+CREATE TABLE event_names (
+    id   INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+
+CREATE TABLE event_histories (
+    customer TEXT NOT NULL PRIMARY KEY,
+    first_at INTEGER NOT NULL,
+    last_at  INTEGER NOT NULL,
+    -- The id of the last event in (at, id) order: appending later events needs no decoding.
+    last_id  INTEGER NOT NULL,
+    count    INTEGER NOT NULL,
+    -- Last, so that reading the other columns does not load a long history's overflow pages.
+    events   BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX event_histories_by_time ON event_histories (last_at, first_at);
+";
+
+/// Version 3 (see [`V3`]): creates the histories and moves the v2 `events` rows into them.
+fn event_histories(tx: &Transaction) -> Result<(), StoreError> {
+    tx.execute_batch(V3)?;
+    super::history::pack_v2_events(tx)?;
+    tx.execute_batch("DROP TABLE events;")?;
+    Ok(())
+}
+
+/// Version 4: the delivery-policy pass. Queued deliveries are released in (due time, campaign,
 /// customer) order a page at a time, which an index in that order makes a range scan; `rate`
 /// counts a campaign's sent deliveries per calendar bucket.
 ///
 /// And a version number of customers' attributes and tags, bumped by triggers on every change,
 /// so that a run can tell whether anything but its own tag changes touched them since the last
 /// run (then tag rules must be recomputed for everyone, not only for customers with new events).
-const V3: &str = "
+const V4: &str = "
 CREATE TABLE store_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO store_state (key, value) VALUES ('customers_version', 0), ('customers_seen', -1);
 CREATE TRIGGER customers_inserted AFTER INSERT ON customers BEGIN
@@ -138,7 +180,10 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .ok_or(StoreError::UnknownSchema { found, known })?;
     if !pending.is_empty() {
         for step in pending {
-            tx.execute_batch(step)?;
+            match step {
+                Sql(sql) => tx.execute_batch(sql)?,
+                Code(migrate) => migrate(&tx)?,
+            }
         }
         tx.execute("DELETE FROM schema_version", [])?;
         tx.execute(
@@ -148,4 +193,58 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_3_packs_the_events_of_a_version_2_store() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for step in [V1, V2] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (2);
+             INSERT INTO events (customer, at, id, name, properties) VALUES
+                 ('b', 20, 4, 'view', '{\"page\":\"/\"}'),
+                 ('a', 10, 3, 'buy', '{}'),
+                 ('b', 10, 2, 'view', '{}'),
+                 ('b', 10, 1, 'buy', '{\"amount\":3}');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let mut statement = conn
+            .prepare("SELECT customer, first_at, last_at, last_id, count FROM event_histories")
+            .unwrap();
+        let histories: Vec<(String, i64, i64, i64, i64)> = statement
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            histories,
+            [("a".into(), 10, 10, 3, 1), ("b".into(), 10, 20, 4, 3)]
+        );
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM event_names ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(names, ["buy", "view"]);
+        let events_left: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'events'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(events_left, 0);
+    }
 }
