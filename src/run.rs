@@ -172,8 +172,14 @@ fn run_in(
         Some(mut ids) if !schedule_fires => {
             // Only events can fire, and rule tags can only change for customers whose events
             // moved: only those customers are read, so a run costs what is new, not the whole
-            // history.
-            if let Some(from) = event_window_start(campaigns, &ranges) {
+            // history. One query finds both the events that fire triggers and the new events
+            // tag rules must see (since the previous run).
+            let rules_since = previous.filter(|_| !plans.tag_rules.is_empty());
+            let from = event_window_start(campaigns, &ranges)
+                .into_iter()
+                .chain(rules_since)
+                .min();
+            if let Some(from) = from {
                 ids.extend(tx.customers_with_events_between(to_time(from), to_time(now))?);
             }
             for id in ids {
@@ -267,8 +273,9 @@ impl Candidates<'_> {
 /// may be anyone: no run yet, attributes or tags changed outside runs (an import), or a rule
 /// tests a time attribute against a window (`customer.followed_at within last 48h` changes
 /// with the clock alone). Otherwise a rule's truth moves only with events: new ones, in
-/// `(previous, now]`, and, for each `within last D`, those leaving the window, in
-/// `[previous − D, now − D)`.
+/// `(previous, now]` (which the caller reads along with the trigger events), and, for each
+/// `within last D`, those leaving the window, in `[previous − D, now − D)`: the customers
+/// returned.
 fn retag_scope(
     tx: &Tx,
     rules: &[TagRulePlan],
@@ -302,10 +309,7 @@ fn retag_scope(
     if clock_alone || rules_changed || tx.customers_changed()? {
         return Ok(None);
     }
-    let mut ids: BTreeSet<String> = tx
-        .customers_with_events_between(to_time(previous), to_time(now))?
-        .into_iter()
-        .collect();
+    let mut ids = BTreeSet::new();
     for length in windows {
         // `(after, until]` in milliseconds is `[previous − D, now − D)`.
         let leaving = tx.customers_with_events_between(
@@ -611,7 +615,7 @@ impl CampaignPlan {
         let Some(pace) = self.pace else {
             return Ok(due);
         };
-        let taken = tx.accepted_due_times(&self.name, &customer.id, to_time(due))?;
+        let taken = tx.pace_slots_held(&self.name, &customer.id, to_time(due))?;
         let held = |slot: Millis| {
             taken
                 .iter()

@@ -198,7 +198,7 @@ impl Tx<'_> {
     /// How many deliveries of `campaign` for `customer` were placed in a pace slot at each
     /// instant from `from` on: every delivery but those expired or held out as control counts,
     /// whatever became of it later, so that a slot once taken stays taken.
-    pub fn accepted_due_times(
+    pub fn pace_slots_held(
         &self,
         campaign: &str,
         customer: &str,

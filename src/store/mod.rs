@@ -448,18 +448,6 @@ impl<'c> Tx<'c> {
         Ok(RunId(self.tx.last_insert_rowid()))
     }
 
-    /// Whether customers' attributes or tags changed since `mark_customers_seen` was last
-    /// called (by imports, say); true on a store no run has marked yet.
-    pub fn customers_changed(&self) -> Result<bool, StoreError> {
-        let changed: bool = self.tx.query_row(
-            "SELECT (SELECT value FROM store_state WHERE key = 'customers_version')
-                 != (SELECT value FROM store_state WHERE key = 'customers_seen')",
-            [],
-            |row| row.get(0),
-        )?;
-        Ok(changed)
-    }
-
     /// A number the engine keeps between runs under `key` (e.g. a fingerprint of the tag rules).
     pub fn state(&self, key: &str) -> Result<Option<i64>, StoreError> {
         Ok(self
@@ -476,15 +464,16 @@ impl<'c> Tx<'c> {
         Ok(())
     }
 
+    /// Whether customers' attributes or tags changed since `mark_customers_seen` was last
+    /// called (by imports, say); true on a store no run has marked yet.
+    pub fn customers_changed(&self) -> Result<bool, StoreError> {
+        Ok(self.state("customers_version")? != self.state("customers_seen")?)
+    }
+
     /// Records that every change to customers' attributes and tags so far has been seen.
     pub fn mark_customers_seen(&self) -> Result<(), StoreError> {
-        self.tx.execute(
-            "UPDATE store_state SET value =
-                 (SELECT value FROM store_state WHERE key = 'customers_version')
-             WHERE key = 'customers_seen'",
-            [],
-        )?;
-        Ok(())
+        let version = self.state("customers_version")?.unwrap_or_default();
+        self.set_state("customers_seen", version)
     }
 
     /// Marks the run finished (at the clock's time).
