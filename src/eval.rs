@@ -367,6 +367,67 @@ impl Cond {
         self.eval_in(customer, Some(event), event.at)
     }
 
+    /// The earliest instant after `at` at which the condition may change its value for
+    /// `customer` with the clock alone, no event or attribute changing: an event leaving a
+    /// `within last` window, or a time attribute entering or leaving a window. `None` when the
+    /// clock alone never changes it. It may be early (a `where` filter or the count are not
+    /// looked at), never late: a run that re-evaluates the customer then finds the truth.
+    /// (Windows in `where` filters move with each event's own time, not with the clock.)
+    pub fn next_change(&self, customer: &Customer, at: Millis) -> Option<Millis> {
+        let mut next = None;
+        self.clock_changes(customer, at, &mut |t| {
+            if t > at {
+                next = Some(next.map_or(t, |n: Millis| n.min(t)));
+            }
+        });
+        next
+    }
+
+    fn clock_changes(&self, customer: &Customer, at: Millis, out: &mut impl FnMut(Millis)) {
+        match self {
+            Cond::Const(_) | Cond::HasTag(_) => {}
+            Cond::And(a, b) | Cond::Or(a, b) => {
+                a.clock_changes(customer, at, out);
+                b.clock_changes(customer, at, out);
+            }
+            Cond::Not(inner) => inner.clock_changes(customer, at, out),
+            Cond::Did(did) => {
+                if let Some(WindowCond::Last(length)) = did.window {
+                    // Events are in time order: the first one in the window leaves it first.
+                    let first = customer
+                        .events
+                        .iter()
+                        .skip(
+                            customer
+                                .events
+                                .partition_point(|e| e.at < at.saturating_sub(length)),
+                        )
+                        .take_while(|e| e.at <= at)
+                        .find(|e| e.name == did.event);
+                    if let Some(event) = first {
+                        out(event.at + length + 1);
+                    }
+                }
+            }
+            Cond::Test {
+                source: Source::Attribute(name),
+                ty,
+                test: TestCond::Window(window),
+            } => {
+                let value = customer.attributes.get(name).and_then(|v| typed(v, *ty));
+                if let Some(Scalar::Time(t)) = value {
+                    // The value enters every kind of window at its own instant; it leaves a
+                    // `within last D` window D later.
+                    out(t);
+                    if let WindowCond::Last(length) = window {
+                        out(t + length + 1);
+                    }
+                }
+            }
+            Cond::Test { .. } => {}
+        }
+    }
+
     /// Calls `visit` on this condition and every condition inside it, `did … where` filters
     /// included.
     pub fn walk(&self, visit: &mut impl FnMut(&Cond)) {
@@ -572,6 +633,43 @@ mod tests {
             !c.eval(&who, ms("2026-03-01T09:59:59.999Z")),
             "events after t never count"
         );
+    }
+
+    #[test]
+    fn next_change_is_when_the_first_event_in_the_window_leaves_it() {
+        let c = cond("not did share within last 1h or did purchase", None);
+        let who = customer(&[
+            ("share", "2026-03-01T09:00:00Z", Json::Null),
+            ("purchase", "2026-03-01T10:00:00Z", Json::Null),
+            ("share", "2026-03-01T10:10:00Z", Json::Null),
+            ("share", "2026-03-01T10:20:00Z", Json::Null),
+        ]);
+        let at = ms("2026-03-01T10:30:00Z");
+        let next = c.next_change(&who, at);
+        assert_eq!(next, Some(ms("2026-03-01T11:10:00.001Z")));
+        assert!(c.eval(&who, next.unwrap() - 1) == c.eval(&who, at));
+        assert_eq!(
+            c.next_change(&who, ms("2026-03-01T12:00:00Z")),
+            None,
+            "nothing left in the window, and `did purchase` has none"
+        );
+    }
+
+    #[test]
+    fn next_change_of_a_time_attribute_is_when_it_enters_or_leaves_the_window() {
+        let c = cond("customer.registered_at within last 30d", None);
+        let who = customer(&[]);
+        let registered = ms("2026-03-01T00:00:00Z");
+        let before = ms("2026-02-01T00:00:00Z");
+        assert_eq!(c.next_change(&who, before), Some(registered));
+        assert!(!c.eval(&who, registered - 1) && c.eval(&who, registered));
+        let leaves = registered + 30 * 86_400_000 + 1;
+        assert_eq!(c.next_change(&who, registered), Some(leaves));
+        assert!(c.eval(&who, leaves - 1) && !c.eval(&who, leaves));
+        assert_eq!(c.next_change(&who, leaves), None);
+        let since = cond("customer.registered_at since 2026-01-01", None);
+        assert_eq!(since.next_change(&who, before), Some(registered));
+        assert_eq!(since.next_change(&who, registered), None);
     }
 
     #[test]

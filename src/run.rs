@@ -29,9 +29,7 @@ use crate::deliver::{
     after_wait, calendar_bucket, choose_channel, out_of_quiet, pace_slot, render, split_point,
     ChannelOption,
 };
-use crate::eval::{
-    to_time, Compiler, Cond, Customer, Event, Millis, Properties, Source, TestCond, WindowCond,
-};
+use crate::eval::{to_time, Compiler, Cond, Customer, Event, Millis, Properties};
 use crate::print::duration;
 use crate::project::Project;
 use crate::store::{self, Delivery, Outcome, QueueKey, RunId, Store, StoreError, Tx, Whose};
@@ -165,20 +163,22 @@ fn run_in(
         ranges: &ranges,
         schedule_times: &schedule_times,
         now,
+        checks_cleared: false,
     };
     let retag = retag_scope(tx, &plans.tag_rules, previous, now)?;
     let schedule_fires = schedule_times.iter().any(|times| !times.is_empty());
     match retag {
-        Some(mut ids) if !schedule_fires => {
+        Some(due) if !schedule_fires => {
             // Only events can fire, and rule tags can only change for customers whose events
-            // moved: only those customers are read, so a run costs what is new, not the whole
-            // history. One query finds both the events that fire triggers and the new events
-            // tag rules must see (since the previous run).
+            // moved or whose tag check is due: only those customers are read, so a run costs
+            // what is new, not the whole history. One query finds both the events that fire
+            // triggers and the new events tag rules must see (since the previous run).
             let rules_since = previous.filter(|_| !plans.tag_rules.is_empty());
             let from = event_window_start(campaigns, &ranges)
                 .into_iter()
                 .chain(rules_since)
                 .min();
+            let mut ids: BTreeSet<String> = due.into_iter().collect();
             if let Some(from) = from {
                 ids.extend(tx.customers_with_events_between(to_time(from), to_time(now))?);
             }
@@ -188,7 +188,12 @@ fn run_in(
         }
         _ => {
             // A schedule fires for the whole audience, or tag rules must be recomputed for
-            // everyone: every customer is read once.
+            // everyone: every customer is read once, and records its tag check anew.
+            tx.clear_tag_checks()?;
+            let candidates = Candidates {
+                checks_cleared: true,
+                ..candidates
+            };
             tx.for_each_customer(|stored, events| {
                 candidates.process(to_customer(stored, std::mem::take(events)))
             })?;
@@ -212,18 +217,22 @@ struct Candidates<'a> {
     ranges: &'a [Range],
     schedule_times: &'a [Vec<Millis>],
     now: Millis,
+    /// Whether the store's tag checks were all forgotten at the start of this pass (it visits
+    /// everyone): a customer with none due need not delete its own.
+    checks_cleared: bool,
 }
 
 impl Candidates<'_> {
-    /// Processes one customer: tag rules, then every campaign; see `MAX_TAG_ROUNDS`.
+    /// Processes one customer: tag rules, then every campaign, then when its rule tags must be
+    /// checked again. Tag actions record `tag_added` / `tag_removed` events that tag rules and
+    /// other campaigns' triggers must see in this run: a customer whose tags changed is
+    /// processed again (each occurrence is still handled once), up to `MAX_TAG_ROUNDS` times,
+    /// in case campaigns toggle a tag forever.
     fn process(&self, mut customer: Customer) -> Result<(), RunError> {
-        if self.apply_tag_rules(&mut customer)? {
-            customer = load(self.tx, &customer.id, ..)?;
-        }
-        // Tag actions record `tag_added` / `tag_removed` events that other campaigns' triggers
-        // must see in this run: a customer whose tags changed is processed again (each
-        // occurrence is still handled once). Bounded, in case campaigns toggle a tag forever.
         for _ in 0..MAX_TAG_ROUNDS {
+            if self.apply_tag_rules(&mut customer)? {
+                customer = load(self.tx, &customer.id, ..)?;
+            }
             let mut tags_changed = false;
             let campaigns = self.plans.campaigns.iter();
             for ((campaign, range), times) in campaigns.zip(self.ranges).zip(self.schedule_times) {
@@ -236,7 +245,22 @@ impl Candidates<'_> {
             }
             customer = load(self.tx, &customer.id, ..)?;
         }
+        self.record_tag_check(&customer)?;
         Ok(())
+    }
+
+    /// Records when the customer's rule tags may next change with the clock alone, so that a
+    /// later run re-tags it then even without new events.
+    fn record_tag_check(&self, customer: &Customer) -> Result<(), StoreError> {
+        let rules = &self.plans.tag_rules;
+        let next = rules
+            .iter()
+            .filter_map(|rule| rule.holds.next_change(customer, self.now))
+            .min();
+        match next {
+            None if rules.is_empty() || self.checks_cleared => Ok(()),
+            _ => self.tx.set_tag_check(&customer.id, next.map(to_time)),
+        }
     }
 
     /// Recomputes the rule tags as of `now`, in file order, until none changes (a rule may test
@@ -270,55 +294,24 @@ impl Candidates<'_> {
 }
 
 /// The customers whose rule tags may have changed since the previous run, or `None` when that
-/// may be anyone: no run yet, attributes or tags changed outside runs (an import), or a rule
-/// tests a time attribute against a window (`customer.followed_at within last 48h` changes
-/// with the clock alone). Otherwise a rule's truth moves only with events: new ones, in
-/// `(previous, now]` (which the caller reads along with the trigger events), and, for each
-/// `within last D`, those leaving the window, in `[previous − D, now − D)`: the customers
-/// returned.
+/// may be anyone: no run yet, a tag rule is new or changed, or attributes or tags changed
+/// outside runs (an import). Otherwise a rule's truth moves with new events, in
+/// `(previous, now]` (which the caller reads along with the trigger events), and with the
+/// clock, at each customer's recorded tag check: the customers whose check is due are returned.
 fn retag_scope(
     tx: &Tx,
     rules: &[TagRulePlan],
     previous: Option<Millis>,
     now: Millis,
-) -> Result<Option<BTreeSet<String>>, StoreError> {
+) -> Result<Option<Vec<String>>, StoreError> {
     if rules.is_empty() {
-        return Ok(Some(BTreeSet::new()));
-    }
-    let Some(previous) = previous else {
-        return Ok(None);
-    };
-    let mut windows = BTreeSet::new();
-    let mut clock_alone = false;
-    for rule in rules {
-        rule.holds.walk(&mut |cond| match cond {
-            Cond::Did(did) => {
-                if let Some(WindowCond::Last(length)) = did.window {
-                    windows.insert(length);
-                }
-            }
-            Cond::Test {
-                source: Source::Attribute(_),
-                test: TestCond::Window(_),
-                ..
-            } => clock_alone = true,
-            _ => {}
-        });
+        return Ok(Some(Vec::new()));
     }
     let rules_changed = tx.state(TAG_RULES_STATE)? != Some(fingerprint(rules));
-    if clock_alone || rules_changed || tx.customers_changed()? {
+    if previous.is_none() || rules_changed || tx.customers_changed()? {
         return Ok(None);
     }
-    let mut ids = BTreeSet::new();
-    for length in windows {
-        // `(after, until]` in milliseconds is `[previous − D, now − D)`.
-        let leaving = tx.customers_with_events_between(
-            to_time(previous - length - 1),
-            to_time(now - length - 1),
-        )?;
-        ids.extend(leaving);
-    }
-    Ok(Some(ids))
+    Ok(Some(tx.tag_checks_due(to_time(now))?))
 }
 
 /// Where the store keeps the fingerprint of the tag rules its customers were last tagged by: a

@@ -909,11 +909,11 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
             })
             .unwrap()
     };
-    assert_eq!(version(&mut store), 4);
+    assert_eq!(version(&mut store), 5);
     drop(store);
     // Opening again migrates nothing.
     let mut store = Store::open(&db).unwrap();
-    assert_eq!(version(&mut store), 4);
+    assert_eq!(version(&mut store), 5);
     let mode: String = store
         .scratch(|tx| {
             Ok::<_, StoreError>(
@@ -935,7 +935,7 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
     drop(store);
     let error = Store::open(&db).err().unwrap();
     assert!(
-        matches!(error, StoreError::UnknownSchema { found: 7, known: 4 }),
+        matches!(error, StoreError::UnknownSchema { found: 7, known: 5 }),
         "{error}"
     );
 }

@@ -298,6 +298,8 @@ event buy { amount: number }
 tag "browsing" when did view at least 2 times within last 6h
 tag "buyer"    when did buy where amount > 10 within last 1d and not has tag "browsing"
 tag "sharer"   when did share
+tag "newcomer" when customer.registered_at within last 1d
+tag "loyal"    when has tag "thanked" and did view
 campaign "browsing-on" {
   start    2026-03-01 00:00
   trigger  on tag added "browsing"
@@ -312,6 +314,22 @@ campaign "sharer-on" {
   start    2026-03-01 00:00
   trigger  on tag added "sharer"
   send     sms "谢谢分享"
+  add tag  "thanked"
+}
+campaign "loyal-on" {
+  start    2026-03-01 00:00
+  trigger  on tag added "loyal"
+  send     sms "老朋友好"
+}
+campaign "newcomer-on" {
+  start    2026-03-01 00:00
+  trigger  on tag added "newcomer"
+  send     sms "欢迎"
+}
+campaign "newcomer-off" {
+  start    2026-03-01 00:00
+  trigger  on tag removed "newcomer"
+  send     sms "第二天好"
 }
 "#;
 
@@ -348,8 +366,9 @@ fn run_all(
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
-    /// After the first run, a run re-tags only customers whose events entered or left a rule's
-    /// window; that must decide exactly what recomputing everyone decides.
+    /// After the first run, a run re-tags only customers with new events or a due tag check
+    /// (an event leaving a window, a time attribute entering or leaving one); that must decide
+    /// exactly what recomputing everyone decides, tags set by campaigns included.
     #[test]
     fn retagging_only_changed_customers_equals_retagging_everyone(
         timeline in timeline(),

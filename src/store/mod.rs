@@ -464,6 +464,47 @@ impl<'c> Tx<'c> {
         Ok(())
     }
 
+    /// The customers whose rule tags are due to be checked again at `now` (see
+    /// [`Tx::set_tag_check`]), in id order.
+    pub fn tag_checks_due(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = self
+            .tx
+            .prepare_cached("SELECT customer FROM tag_checks WHERE due_at <= ?1")?
+            .query_map([millis(now)], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Records when the customer's rule tags may next change with the clock alone (`None`:
+    /// never, until its events or attributes change).
+    pub fn set_tag_check(
+        &self,
+        customer: &str,
+        due: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        match due {
+            Some(due) => self
+                .tx
+                .prepare_cached(
+                    "INSERT INTO tag_checks (customer, due_at) VALUES (?1, ?2)
+                     ON CONFLICT (customer) DO UPDATE SET due_at = excluded.due_at",
+                )?
+                .execute(params![customer, millis(due)])?,
+            None => self
+                .tx
+                .prepare_cached("DELETE FROM tag_checks WHERE customer = ?1")?
+                .execute([customer])?,
+        };
+        Ok(())
+    }
+
+    /// Forgets every customer's tag check, before a run that tags everyone records them anew.
+    pub fn clear_tag_checks(&self) -> Result<(), StoreError> {
+        self.tx.execute("DELETE FROM tag_checks", [])?;
+        Ok(())
+    }
+
     /// Whether customers' attributes or tags changed since `mark_customers_seen` was last
     /// called (by imports, say); true on a store no run has marked yet.
     pub fn customers_changed(&self) -> Result<bool, StoreError> {

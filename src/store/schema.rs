@@ -19,7 +19,7 @@ use Migration::{Code, Sql};
 
 /// Migration `i` takes a store from version `i` to version `i + 1`. Steps are only ever appended:
 /// a released step must never change, or stores created by different builds would differ.
-const MIGRATIONS: &[Migration] = &[Sql(V1), Sql(V2), Code(event_histories), Sql(V4)];
+const MIGRATIONS: &[Migration] = &[Sql(V1), Sql(V2), Code(event_histories), Sql(V4), Sql(V5)];
 
 /// Version 1: the initial schema.
 const V1: &str = "
@@ -162,6 +162,19 @@ CREATE INDEX deliveries_queue ON deliveries (due_at, campaign, customer, id)
     WHERE outcome = 'queued';
 CREATE INDEX deliveries_sent_by_campaign ON deliveries (campaign, due_at)
     WHERE outcome = 'sent';
+";
+
+/// Version 5: when each customer's rule tags may next change with the clock alone (an event
+/// leaving a `within last` window, a time attribute entering or leaving one), so that a run
+/// re-tags only the customers that are due, not everyone active within the longest window.
+/// The tag rules' fingerprint is forgotten: the next run tags everyone, which fills the table.
+const V5: &str = "
+CREATE TABLE tag_checks (
+    customer TEXT NOT NULL PRIMARY KEY,
+    due_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX tag_checks_due ON tag_checks (due_at);
+DELETE FROM store_state WHERE key = 'tag_rules';
 ";
 
 /// Brings the schema up to the newest version, all steps in one transaction.
