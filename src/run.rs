@@ -189,7 +189,7 @@ fn run_in(
         _ => {
             // A schedule fires for the whole audience, or tag rules must be recomputed for
             // everyone: every customer is read once, and records its tag check anew.
-            tx.clear_tag_checks()?;
+            tx.clear_checks()?;
             let candidates = Candidates {
                 checks_cleared: true,
                 ..candidates
@@ -204,6 +204,9 @@ fn run_in(
     let sent = release_due(tx, run, plans, now, sink)?;
     for campaign in campaigns {
         tx.set_progress(&campaign.name, "until", &now.to_string())?;
+        if let Some(signature) = campaign.unless_signature() {
+            tx.set_progress(&campaign.name, UNLESS_PROGRESS, &signature)?;
+        }
     }
     tx.finish_run(run)?;
     Ok(sent)
@@ -245,21 +248,32 @@ impl Candidates<'_> {
             }
             customer = load(self.tx, &customer.id, ..)?;
         }
-        self.record_tag_check(&customer)?;
+        self.record_check(&customer)?;
         Ok(())
     }
 
-    /// Records when the customer's rule tags may next change with the clock alone, so that a
-    /// later run re-tags it then even without new events.
-    fn record_tag_check(&self, customer: &Customer) -> Result<(), StoreError> {
-        let rules = &self.plans.tag_rules;
-        let next = rules
+    /// Records when a later run must look at the customer again even if it has no new event:
+    /// its rule tags may change with the clock alone, or an `unless` window closes.
+    fn record_check(&self, customer: &Customer) -> Result<(), StoreError> {
+        let tags = self
+            .plans
+            .tag_rules
             .iter()
-            .filter_map(|rule| rule.holds.next_change(customer, self.now))
-            .min();
-        match next {
-            None if rules.is_empty() || self.checks_cleared => Ok(()),
-            _ => self.tx.set_tag_check(&customer.id, next.map(to_time)),
+            .filter_map(|rule| rule.holds.next_change(customer, self.now));
+        let pending =
+            self.plans
+                .campaigns
+                .iter()
+                .zip(self.ranges)
+                .filter_map(|(campaign, range)| match &campaign.trigger {
+                    TriggerPlan::Event(trigger) => {
+                        trigger.next_pending(customer, range.begin, self.now)
+                    }
+                    _ => None,
+                });
+        match tags.chain(pending).min() {
+            None if self.checks_cleared => Ok(()),
+            next => self.tx.set_check(&customer.id, next.map(to_time)),
         }
     }
 
@@ -304,14 +318,13 @@ fn retag_scope(
     previous: Option<Millis>,
     now: Millis,
 ) -> Result<Option<Vec<String>>, StoreError> {
-    if rules.is_empty() {
-        return Ok(Some(Vec::new()));
+    if !rules.is_empty() {
+        let rules_changed = tx.state(TAG_RULES_STATE)? != Some(fingerprint(rules));
+        if previous.is_none() || rules_changed || tx.customers_changed()? {
+            return Ok(None);
+        }
     }
-    let rules_changed = tx.state(TAG_RULES_STATE)? != Some(fingerprint(rules));
-    if previous.is_none() || rules_changed || tx.customers_changed()? {
-        return Ok(None);
-    }
-    Ok(Some(tx.tag_checks_due(to_time(now))?))
+    Ok(Some(tx.checks_due(to_time(now))?))
 }
 
 /// Where the store keeps the fingerprint of the tag rules its customers were last tagged by: a
@@ -328,21 +341,31 @@ fn fingerprint(rules: &[TagRulePlan]) -> i64 {
     xxhash_rust::xxh3::xxh3_64(text.as_bytes()) as i64
 }
 
-/// The earliest event time that can fire an event trigger in this run: the start of the
-/// earliest range, less the longest `unless` wait. `None` when no campaign fires on events.
+/// The earliest time of a new event that can fire an event trigger in this run: the start of
+/// the earliest range. A trigger event before it whose `unless` window closes in this run
+/// belongs to a customer with a due check, unless the campaign's checks were not recorded yet
+/// (a new or changed `unless`): then its range reaches back by the window. `None` when no
+/// campaign fires on events.
 fn event_window_start(campaigns: &[CampaignPlan], ranges: &[Range]) -> Option<Millis> {
     campaigns
         .iter()
         .zip(ranges)
         .filter_map(|(campaign, range)| match &campaign.trigger {
             TriggerPlan::Event(trigger) => {
-                let wait = trigger.unless.as_ref().map_or(0, |u| u.within);
+                let wait = match range.unless_recorded {
+                    true => 0,
+                    false => trigger.unless.as_ref().map_or(0, |u| u.within),
+                };
                 Some(range.after.saturating_sub(wait))
             }
             _ => None,
         })
         .min()
 }
+
+/// The campaign progress key under which a run records the signature of the `unless` whose
+/// open windows the customer checks cover.
+const UNLESS_PROGRESS: &str = "unless";
 
 /// How many times quiet hours and pace may move one delivery in turn.
 const MAX_POLICY_MOVES: usize = 16;
@@ -419,6 +442,9 @@ pub fn campaign_begin(
 struct Range {
     after: Millis,
     begin: Millis,
+    /// Whether the store's customer checks already cover the open windows of this campaign's
+    /// `unless` as it is now (its signature is recorded in the campaign's progress).
+    unless_recorded: bool,
 }
 
 /// A campaign compiled for running.
@@ -560,7 +586,22 @@ impl CampaignPlan {
             .progress(&self.name, "until")?
             .and_then(|v| v.parse().ok());
         let after = until.map_or(first, |until| until.max(first));
-        Ok(Range { after, begin })
+        let unless_recorded = match self.unless_signature() {
+            Some(signature) => tx.progress(&self.name, UNLESS_PROGRESS)? == Some(signature),
+            None => true,
+        };
+        Ok(Range {
+            after,
+            begin,
+            unless_recorded,
+        })
+    }
+
+    fn unless_signature(&self) -> Option<String> {
+        match &self.trigger {
+            TriggerPlan::Event(trigger) => trigger.unless_signature(),
+            _ => None,
+        }
     }
 
     /// The customer's occurrences in the range, before audience and exclusion.

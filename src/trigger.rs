@@ -270,6 +270,32 @@ impl TriggerPlan {
 }
 
 impl EventTrigger {
+    /// The end of the earliest `unless` window still open at `now` for one of the customer's
+    /// trigger events (from `begin` on): an occurrence a later run must decide even if the
+    /// customer has no new event by then. May be early (the occurrence count is not looked
+    /// at), never late.
+    pub fn next_pending(&self, customer: &Customer, begin: Millis, now: Millis) -> Option<Millis> {
+        let unless = self.unless.as_ref()?;
+        let events = &customer.events;
+        let open_from = begin.max(now.saturating_sub(unless.within).saturating_add(1));
+        events[events.partition_point(|e| e.at < open_from)..]
+            .iter()
+            .take_while(|e| e.at <= now)
+            .find(|e| self.matches(&self.event, &self.filter, customer, e))
+            .map(|e| e.at.saturating_add(unless.within))
+    }
+
+    /// What the store's recorded checks of open `unless` windows depend on: when it changes,
+    /// a run looks back over the window instead (see `run`).
+    pub fn unless_signature(&self) -> Option<String> {
+        let unless = self.unless.as_ref()?;
+        let text = format!("{}\u{0}{:?}\u{0}{}", self.event, self.filter, unless.within);
+        Some(format!(
+            "{:016x}",
+            xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+        ))
+    }
+
     fn matches(
         &self,
         name: &str,

@@ -70,8 +70,21 @@ fn start() -> DateTime<Utc> {
 }
 
 fn project() -> nudge::Project {
+    project_of(RULES)
+}
+
+/// RULES without its schedule: every run then reads only the customers with new events or a
+/// due check (an `unless` window closing), not everyone.
+fn events_only_project() -> nudge::Project {
+    let (events_only, _) = RULES
+        .split_once("campaign \"daily\"")
+        .expect("RULES has a daily campaign");
+    project_of(events_only)
+}
+
+fn project_of(rules: &str) -> nudge::Project {
     let mut sources = Sources::default();
-    sources.add("rules.nudge", RULES);
+    sources.add("rules.nudge", rules);
     let project = project::analyze(sources, &CheckOptions { now: start() });
     assert_eq!(project.errors(), 0, "{:#?}", project.diagnostics);
     project
@@ -169,8 +182,9 @@ proptest! {
     fn split_runs_emit_what_one_run_emits(
         timeline in timeline(),
         cuts in prop::collection::vec(0i64..5 * 1440, 0..6),
+        schedules in any::<bool>(),
     ) {
-        let project = project();
+        let project = if schedules { project() } else { events_only_project() };
         let end = start() + Duration::days(5);
 
         let mut once = Store::open_in_memory().unwrap();

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rusqlite::config::DbConfig;
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
@@ -127,6 +128,11 @@ const STATEMENT_CACHE: usize = 128;
 fn configure(conn: Connection) -> rusqlite::Result<Connection> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Without the query planner stability guarantee, SQLite marks some statements (the
+    // customer's tags, `WHERE customer = ?1 ORDER BY tag`) to be re-planned whenever their
+    // bound values change, and a cached statement is reset with its bindings cleared: each
+    // use would parse and plan it again (measured: 17% of an incremental run's time).
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.execute_batch(
         "PRAGMA page_size = 16384;
          PRAGMA journal_mode = WAL;
@@ -464,44 +470,39 @@ impl<'c> Tx<'c> {
         Ok(())
     }
 
-    /// The customers whose rule tags are due to be checked again at `now` (see
-    /// [`Tx::set_tag_check`]), in id order.
-    pub fn tag_checks_due(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+    /// The customers due to be looked at again at `now` (see [`Tx::set_check`]), in id order.
+    pub fn checks_due(&self, now: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
         let mut ids: Vec<String> = self
             .tx
-            .prepare_cached("SELECT customer FROM tag_checks WHERE due_at <= ?1")?
+            .prepare_cached("SELECT customer FROM customer_checks WHERE due_at <= ?1")?
             .query_map([millis(now)], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
         ids.sort_unstable();
         Ok(ids)
     }
 
-    /// Records when the customer's rule tags may next change with the clock alone (`None`:
-    /// never, until its events or attributes change).
-    pub fn set_tag_check(
-        &self,
-        customer: &str,
-        due: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
+    /// Records when a run must next look at the customer even without new events (`None`:
+    /// only when its events or attributes change).
+    pub fn set_check(&self, customer: &str, due: Option<DateTime<Utc>>) -> Result<(), StoreError> {
         match due {
             Some(due) => self
                 .tx
                 .prepare_cached(
-                    "INSERT INTO tag_checks (customer, due_at) VALUES (?1, ?2)
+                    "INSERT INTO customer_checks (customer, due_at) VALUES (?1, ?2)
                      ON CONFLICT (customer) DO UPDATE SET due_at = excluded.due_at",
                 )?
                 .execute(params![customer, millis(due)])?,
             None => self
                 .tx
-                .prepare_cached("DELETE FROM tag_checks WHERE customer = ?1")?
+                .prepare_cached("DELETE FROM customer_checks WHERE customer = ?1")?
                 .execute([customer])?,
         };
         Ok(())
     }
 
-    /// Forgets every customer's tag check, before a run that tags everyone records them anew.
-    pub fn clear_tag_checks(&self) -> Result<(), StoreError> {
-        self.tx.execute("DELETE FROM tag_checks", [])?;
+    /// Forgets every customer's check, before a run that looks at everyone records them anew.
+    pub fn clear_checks(&self) -> Result<(), StoreError> {
+        self.tx.execute("DELETE FROM customer_checks", [])?;
         Ok(())
     }
 

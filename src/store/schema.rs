@@ -164,16 +164,18 @@ CREATE INDEX deliveries_sent_by_campaign ON deliveries (campaign, due_at)
     WHERE outcome = 'sent';
 ";
 
-/// Version 5: when each customer's rule tags may next change with the clock alone (an event
-/// leaving a `within last` window, a time attribute entering or leaving one), so that a run
-/// re-tags only the customers that are due, not everyone active within the longest window.
-/// The tag rules' fingerprint is forgotten: the next run tags everyone, which fills the table.
+/// Version 5: when each customer must next be looked at by a run even without new events: its
+/// rule tags may change with the clock alone (an event leaving a `within last` window, a time
+/// attribute entering or leaving one), or an `unless` window of one of its trigger events
+/// closes. A run then reads only the customers that are due, not everyone active within the
+/// longest window. The tag rules' fingerprint is forgotten: the next run tags everyone, which
+/// fills the table.
 const V5: &str = "
-CREATE TABLE tag_checks (
+CREATE TABLE customer_checks (
     customer TEXT NOT NULL PRIMARY KEY,
     due_at   INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX tag_checks_due ON tag_checks (due_at);
+CREATE INDEX customer_checks_due ON customer_checks (due_at);
 DELETE FROM store_state WHERE key = 'tag_rules';
 ";
 
