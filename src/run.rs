@@ -16,6 +16,7 @@
 //! what one run at T2 decides: every delivery due by T1 has fired by T1.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
@@ -156,6 +157,9 @@ fn run_in(
         .zip(&ranges)
         .map(|(c, r)| c.trigger.schedule_times(r.after, now))
         .collect();
+    let retag = retag_scope(tx, &plans.tag_rules, previous, now)?;
+    let schedule_fires = schedule_times.iter().any(|times| !times.is_empty());
+    let targeted = retag.filter(|_| !schedule_fires);
     let candidates = Candidates {
         tx,
         run,
@@ -163,16 +167,15 @@ fn run_in(
         ranges: &ranges,
         schedule_times: &schedule_times,
         now,
-        checks_cleared: false,
+        checks_cleared: targeted.is_none(),
+        recent: Recent::default(),
     };
-    let retag = retag_scope(tx, &plans.tag_rules, previous, now)?;
-    let schedule_fires = schedule_times.iter().any(|times| !times.is_empty());
-    match retag {
-        Some(due) if !schedule_fires => {
-            // Only events can fire, and rule tags can only change for customers whose events
-            // moved or whose tag check is due: only those customers are read, so a run costs
-            // what is new, not the whole history. One query finds both the events that fire
-            // triggers and the new events tag rules must see (since the previous run).
+    match targeted {
+        Some(due) => {
+            // Only events can fire, and rule tags can only change for customers with new
+            // events or a due check: only those customers are read, so a run costs what is
+            // new, not the whole history. One query finds both the events that fire triggers
+            // and the new events tag rules must see (since the previous run).
             let rules_since = previous.filter(|_| !plans.tag_rules.is_empty());
             let from = event_window_start(campaigns, &ranges)
                 .into_iter()
@@ -180,20 +183,19 @@ fn run_in(
                 .min();
             let mut ids: BTreeSet<String> = due.into_iter().collect();
             if let Some(from) = from {
-                ids.extend(tx.customers_with_events_between(to_time(from), to_time(now))?);
+                ids.extend(tx.customers_with_history_spanning(to_time(from), to_time(now))?);
             }
             for id in ids {
-                candidates.process(load(tx, &id, ..)?)?;
+                // Events of customers never imported are kept, but not acted on.
+                if let Some(customer) = load_imported(tx, &id)? {
+                    candidates.process(customer)?;
+                }
             }
         }
-        _ => {
+        None => {
             // A schedule fires for the whole audience, or tag rules must be recomputed for
-            // everyone: every customer is read once, and records its tag check anew.
+            // everyone: every customer is read once, and records its check anew.
             tx.clear_checks()?;
-            let candidates = Candidates {
-                checks_cleared: true,
-                ..candidates
-            };
             tx.for_each_customer(|stored, events| {
                 candidates.process(to_customer(stored, std::mem::take(events)))
             })?;
@@ -201,7 +203,7 @@ fn run_in(
     }
     tx.mark_customers_seen()?;
     tx.set_state(TAG_RULES_STATE, fingerprint(&plans.tag_rules))?;
-    let sent = release_due(tx, run, plans, now, sink)?;
+    let sent = release_due(tx, run, plans, now, &candidates.recent, sink)?;
     for campaign in campaigns {
         tx.set_progress(&campaign.name, "until", &now.to_string())?;
         if let Some(signature) = campaign.unless_signature() {
@@ -220,9 +222,10 @@ struct Candidates<'a> {
     ranges: &'a [Range],
     schedule_times: &'a [Vec<Millis>],
     now: Millis,
-    /// Whether the store's tag checks were all forgotten at the start of this pass (it visits
+    /// Whether the store's checks were all forgotten at the start of this pass (it visits
     /// everyone): a customer with none due need not delete its own.
     checks_cleared: bool,
+    recent: Recent,
 }
 
 impl Candidates<'_> {
@@ -232,23 +235,28 @@ impl Candidates<'_> {
     /// processed again (each occurrence is still handled once), up to `MAX_TAG_ROUNDS` times,
     /// in case campaigns toggle a tag forever.
     fn process(&self, mut customer: Customer) -> Result<(), RunError> {
+        let mut occurred = false;
         for _ in 0..MAX_TAG_ROUNDS {
             if self.apply_tag_rules(&mut customer)? {
-                customer = load(self.tx, &customer.id, ..)?;
+                customer = load(self.tx, &customer.id)?;
             }
             let mut tags_changed = false;
             let campaigns = self.plans.campaigns.iter();
             for ((campaign, range), times) in campaigns.zip(self.ranges).zip(self.schedule_times) {
                 for occurrence in campaign.occurrences(&customer, range, times, self.now) {
+                    occurred = true;
                     tags_changed |= campaign.decide(self.tx, self.run, &customer, &occurrence)?;
                 }
             }
             if !tags_changed {
                 break;
             }
-            customer = load(self.tx, &customer.id, ..)?;
+            customer = load(self.tx, &customer.id)?;
         }
         self.record_check(&customer)?;
+        if occurred {
+            self.recent.keep(customer);
+        }
         Ok(())
     }
 
@@ -367,6 +375,34 @@ fn event_window_start(campaigns: &[CampaignPlan], ranges: &[Range]) -> Option<Mi
 /// open windows the customer checks cover.
 const UNLESS_PROGRESS: &str = "unless";
 
+/// Customers the candidate pass read that had an occurrence, kept for the release pass that
+/// follows: most of their deliveries come due in the same run, and reading a customer again
+/// (row, tags, history) would cost more than deciding its delivery. Bounded, so that a mass
+/// send keeps memory flat; a customer not kept is read again.
+#[derive(Default)]
+struct Recent(RefCell<HashMap<String, Rc<Customer>>>);
+
+/// How many customers `Recent` keeps.
+const RECENT_CUSTOMERS: usize = 4096;
+
+impl Recent {
+    fn keep(&self, customer: Customer) {
+        let mut kept = self.0.borrow_mut();
+        if kept.len() < RECENT_CUSTOMERS {
+            kept.insert(customer.id.clone(), Rc::new(customer));
+        }
+    }
+
+    /// The customer as the store has it now. (Its events past the due time, if any, are never
+    /// looked at: reachability is evaluated at the due time.)
+    fn get(&self, tx: &Tx, id: &str) -> Result<Rc<Customer>, StoreError> {
+        if let Some(customer) = self.0.borrow().get(id) {
+            return Ok(Rc::clone(customer));
+        }
+        Ok(Rc::new(load(tx, id)?))
+    }
+}
+
 /// How many times quiet hours and pace may move one delivery in turn.
 const MAX_POLICY_MOVES: usize = 16;
 
@@ -407,19 +443,22 @@ impl TaskLoad {
     }
 }
 
-/// The customer as the store has it now (after tag actions of this run), with its events in
-/// `events` (up to the due time, for what channel reachability sees then).
-fn load(
-    tx: &Tx,
-    id: &str,
-    events: impl std::ops::RangeBounds<DateTime<Utc>>,
-) -> Result<Customer, StoreError> {
-    let stored = tx.customer(id)?.unwrap_or_else(|| store::Customer {
+/// The customer as the store has it now (after tag actions of this run), with all its events;
+/// an empty customer with the id if it was never imported.
+fn load(tx: &Tx, id: &str) -> Result<Customer, StoreError> {
+    Ok(load_imported(tx, id)?.unwrap_or_else(|| Customer {
         id: id.to_string(),
-        ..store::Customer::default()
-    });
-    let events = tx.events_for_customer(id, events)?;
-    Ok(to_customer(&stored, events))
+        ..Customer::default()
+    }))
+}
+
+/// The customer as the store has it now, if it was imported.
+fn load_imported(tx: &Tx, id: &str) -> Result<Option<Customer>, StoreError> {
+    let Some(stored) = tx.customer(id)? else {
+        return Ok(None);
+    };
+    let events = tx.events_for_customer(id, ..)?;
+    Ok(Some(to_customer(&stored, events)))
 }
 
 /// Where a campaign's occurrences begin — its `start`, else the `now` of the first run that saw
@@ -781,6 +820,7 @@ impl CampaignPlan {
         mut delivery: Delivery,
         moved_from: Option<Millis>,
         limits: &mut Limits,
+        recent: &Recent,
     ) -> Result<Released, RunError> {
         let Some(send) = self.send_of(&delivery) else {
             // The rules changed under it; it stays queued.
@@ -815,7 +855,7 @@ impl CampaignPlan {
             tx.settle_delivery(run, &delivery)?;
             return Ok(Released::Decided(None));
         }
-        let customer = load(tx, &delivery.customer, ..=delivery.due_at)?;
+        let customer = recent.get(tx, &delivery.customer)?;
         let event = delivery
             .content
             .as_ref()
@@ -953,6 +993,7 @@ fn release_due(
     run: RunId,
     plans: &Plans,
     now: Millis,
+    recent: &Recent,
     sink: &mut dyn FnMut(Emitted) -> std::io::Result<()>,
 ) -> Result<usize, RunError> {
     let by_name: HashMap<&str, &CampaignPlan> = plans
@@ -997,7 +1038,7 @@ fn release_due(
         let Some(campaign) = by_name.get(delivery.campaign.as_str()) else {
             continue;
         };
-        match campaign.release(tx, run, delivery, moved_from, &mut limits)? {
+        match campaign.release(tx, run, delivery, moved_from, &mut limits, recent)? {
             Released::Decided(None) => {}
             Released::Decided(Some(emitted)) => {
                 sink(emitted)?;
