@@ -16,8 +16,8 @@
 //! what one run at T2 decides: every delivery due by T1 has fired by T1.
 
 use std::cell::RefCell;
-use std::rc::Rc;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;

@@ -101,9 +101,10 @@ impl Tx<'_> {
             .prepare_cached(
                 "SELECT customer FROM event_histories WHERE last_at > ?1 AND first_at <= ?2",
             )?
-            .query_map([after.timestamp_millis(), until.timestamp_millis()], |row| {
-                row.get(0)
-            })?
+            .query_map(
+                [after.timestamp_millis(), until.timestamp_millis()],
+                |row| row.get(0),
+            )?
             .collect::<Result<_, _>>()?;
         ids.sort_unstable();
         Ok(ids)
