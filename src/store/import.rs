@@ -122,11 +122,12 @@ pub fn import(
     options: ImportOptions,
     observer: &mut dyn ImportObserver,
 ) -> Result<ImportSummary, ImportError> {
+    let split = Split::default();
     match kind {
-        Kind::Customers => import_records::<CustomerRow>(store, file, options, observer),
-        Kind::Events => import_records::<EventRow>(store, file, options, observer),
-        Kind::Tags => import_records::<TagRow>(store, file, options, observer),
-        Kind::Employees => import_records::<EmployeeRow>(store, file, options, observer),
+        Kind::Customers => import_records::<CustomerRow>(store, file, options, observer, split),
+        Kind::Events => import_records::<EventRow>(store, file, options, observer, split),
+        Kind::Tags => import_records::<TagRow>(store, file, options, observer, split),
+        Kind::Employees => import_records::<EmployeeRow>(store, file, options, observer, split),
     }
 }
 
@@ -491,16 +492,34 @@ impl<R: Record> Batch<R> {
     }
 }
 
+/// How JSON Lines are split for parsing: blocks of at most `lines` lines, parsed on `parsers`
+/// threads.
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    lines: usize,
+    parsers: usize,
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Split {
+            lines: BATCH_ROWS,
+            parsers: thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        }
+    }
+}
+
 fn import_records<R: Record>(
     store: &mut Store,
     input: ImportFile,
     options: ImportOptions,
     observer: &mut dyn ImportObserver,
+    split: Split,
 ) -> Result<ImportSummary, ImportError> {
     let ImportFile { path, format, file } = input;
     store.transaction(|tx| {
         let (read, written) = thread::scope(|scope| {
-            let (lanes, reader) = start_reading::<R>(scope, format, file);
+            let (lanes, reader) = start_reading::<R>(scope, format, file, split);
             let written = write_rows(tx, lanes, &options, observer);
             let read = reader
                 .join()
@@ -567,6 +586,7 @@ fn start_reading<'s, R: Record>(
     scope: &'s thread::Scope<'s, '_>,
     format: Format,
     file: File,
+    split: Split,
 ) -> (Vec<Lane<R>>, ScopedJoinHandle<'s, Result<(), ReadError>>) {
     match format {
         Format::Csv => {
@@ -574,10 +594,9 @@ fn start_reading<'s, R: Record>(
             (vec![lane], scope.spawn(move || read_csv(file, outbox)))
         }
         Format::JsonLines => {
-            let parsers = thread::available_parallelism().map_or(1, NonZeroUsize::get);
             let (spare, spares) = channel();
             let (mut blocks, mut lanes) = (Vec::new(), Vec::new());
-            for _ in 0..parsers {
+            for _ in 0..split.parsers {
                 let (sender, receiver) = sync_channel(1);
                 let (outbox, lane) = Outbox::new();
                 let spare = spare.clone();
@@ -585,10 +604,8 @@ fn start_reading<'s, R: Record>(
                 blocks.push(sender);
                 lanes.push(lane);
             }
-            (
-                lanes,
-                scope.spawn(move || read_blocks(file, blocks, spares)),
-            )
+            let reader = scope.spawn(move || read_blocks(file, split.lines, blocks, spares));
+            (lanes, reader)
         }
     }
 }
@@ -670,14 +687,20 @@ struct Block {
 }
 
 impl Block {
-    /// Reads the lines that follow line `first_line - 1` (`read` bytes into the file), up to a
-    /// batch's worth; false at the end of the file.
-    fn fill(&mut self, reader: &mut impl BufRead, first_line: u64, read: u64) -> io::Result<bool> {
+    /// Reads up to `lines` lines (and about a batch's bytes), starting at line `first_line`,
+    /// `read` bytes into the file; false at the end of the file.
+    fn fill(
+        &mut self,
+        reader: &mut impl BufRead,
+        lines: usize,
+        first_line: u64,
+        read: u64,
+    ) -> io::Result<bool> {
         self.bytes.clear();
         self.ends.clear();
         self.first_line = first_line;
         self.read = read;
-        while self.ends.len() < BATCH_ROWS && self.bytes.len() < BATCH_BYTES {
+        while self.ends.len() < lines && self.bytes.len() < BATCH_BYTES {
             let Some(length) = read_line(reader, &mut self.bytes)? else {
                 break;
             };
@@ -696,9 +719,10 @@ impl Block {
     }
 }
 
-/// Reads the file into blocks of lines and hands them to the parsers in turn.
+/// Reads the file into blocks of up to `lines` lines and hands them to the parsers in turn.
 fn read_blocks(
     file: File,
+    lines: usize,
     parsers: Vec<SyncSender<Block>>,
     spares: Receiver<Block>,
 ) -> Result<(), ReadError> {
@@ -706,7 +730,7 @@ fn read_blocks(
     let (mut line, mut read) = (1, 0);
     for parser in parsers.iter().cycle() {
         let mut block = spares.try_recv().unwrap_or_default();
-        if !block.fill(&mut reader, line, read)? {
+        if !block.fill(&mut reader, lines, line, read)? {
             break;
         }
         line += block.ends.len() as u64;
@@ -865,4 +889,99 @@ fn csv_header<R: Record>(header: &csv::ByteRecord) -> Result<Vec<String>, String
         }
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Parts = (String, String, i64, String);
+
+    /// An event row as its parts, for comparing.
+    fn parts(row: Result<EventRow, String>, text: &str) -> Result<Parts, String> {
+        row.map(|row| {
+            let (customer, name) = (row.customer(text), row.name(text));
+            let properties = row.properties(text);
+            (customer.into(), name.into(), row.at, properties.into())
+        })
+    }
+
+    #[test]
+    fn plain_event_lines_read_as_the_general_path_reads_them() {
+        let lines = [
+            // Plain: properties sorted, nulls dropped, missing or null properties.
+            r#"{"customer":"c1","event":"view","at":"2026-03-01T10:00:00+08:00","properties":{"z":1,"a":"x","n":null}}"#,
+            r#"{"at":"2026-03-01T02:00:00Z","event":"buy","customer":"c2"}"#,
+            r#"{"customer":"c3","event":"buy","at":"2026-03-01T02:00:00Z","properties":null}"#,
+            // Not plain: escapes, then a bad row for each reason the plain reader declines one.
+            r#"{"customer":"c\u0034","event":"v\"iew","at":"2026-03-01T02:00:00Z","properties":{"k\"ey":1}}"#,
+            r#"{"customer":"c5","event":"view","at":"2026-03-01T02:00:00Z","extra":1}"#,
+            r#"{"customer":"c6","customer":"c7","event":"view","at":"2026-03-01T02:00:00Z"}"#,
+            r#"{"customer":" ","event":"view","at":"2026-03-01T02:00:00Z"}"#,
+            r#"{"customer":"c8","event":"view","at":"2026-03-01 02:00"}"#,
+            r#"{"customer":"c9","event":"view","at":"2026-03-01T02:00:00Z","properties":{"a":[1]}}"#,
+            r#"{"customer":"c9","event":"view","at":"2026-03-01T02:00:00Z","properties":{"a":1,"a":2}}"#,
+            r#"{"customer":9,"event":"view","at":"2026-03-01T02:00:00Z"}"#,
+            r#"["customer"]"#,
+        ];
+        for line in lines {
+            let (mut plain, mut general) = (String::new(), String::new());
+            let row = EventRow::parse_json(line, &mut plain);
+            let expected = Fields::from_json(line).and_then(|f| EventRow::parse(f, &mut general));
+            assert_eq!(parts(row, &plain), parts(expected, &general), "{line}");
+        }
+        let mut text = String::new();
+        let row = EventRow::parse_json(lines[0], &mut text).unwrap();
+        assert_eq!(row.properties(&text), r#"{"a":"x","z":1}"#);
+        let row = EventRow::parse_json(lines[3], &mut text).unwrap();
+        assert_eq!(
+            (row.customer(&text), row.name(&text), row.properties(&text)),
+            ("c4", "v\"iew", r#"{"k\"ey":1}"#)
+        );
+    }
+
+    /// Collects the lines of bad rows.
+    #[derive(Default)]
+    struct BadLines(Vec<u64>);
+
+    impl ImportObserver for BadLines {
+        fn bad_row(&mut self, row: &BadRow) {
+            self.0.push(row.line);
+        }
+
+        fn progress(&mut self, _: u64) {}
+    }
+
+    #[test]
+    fn lines_parsed_in_parallel_keep_their_numbers_and_file_order() {
+        // Eleven events of one customer at one instant, with bad and blank lines among them;
+        // blocks of two lines on three parsers make every parser take several blocks.
+        let event =
+            |n: usize| format!(r#"{{"customer":"c","event":"e{n}","at":"2026-03-01T02:00:00Z"}}"#);
+        let mut lines: Vec<String> = (0..11).map(event).collect();
+        lines.insert(3, "{".into());
+        lines.insert(6, String::new());
+        lines.insert(9, r#"{"customer":"c"}"#.into());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let mut store = Store::open_in_memory().unwrap();
+        let options = ImportOptions {
+            skip_invalid: true,
+            now: Utc::now(),
+        };
+        let mut bad = BadLines::default();
+        let split = Split {
+            lines: 2,
+            parsers: 3,
+        };
+        let file = ImportFile::open(&path).unwrap();
+        let summary = import_records::<EventRow>(&mut store, file, options, &mut bad, split);
+        assert_eq!(summary.unwrap().imported, 11);
+        assert_eq!(bad.0, [4, 10]);
+        let events = store.scratch(|tx| tx.events_for_customer("c", ..)).unwrap();
+        let names: Vec<_> = events.iter().map(|e| e.name.as_str()).collect();
+        let expected: Vec<_> = (0..11).map(|n| format!("e{n}")).collect();
+        assert_eq!(names, expected);
+    }
 }
