@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::ast::{Campaign, Expr, ExprKind};
 use crate::eval::{Compiler, Cond, Customer, Millis, Source};
-use crate::store::{Attributes, StoreError, Tx};
+use crate::store::{Attributes, Scanned, StoreError, Tx};
 
 /// A campaign's audience, compiled for counting.
 pub struct AudiencePlan {
@@ -150,10 +150,10 @@ const IN_FLIGHT: usize = 4;
 /// Counts every plan's funnel at instant `at` over every customer of the store, in one pass.
 ///
 /// Reading (SQLite, decoding histories) and evaluating cost about the same, so they run on two
-/// threads: this one reads customers into batches, the other counts them and sends the batches
-/// back, whose customers are then refilled in place (strings and all), so nothing is allocated
-/// per customer or per event once the pipeline is primed. Only the attributes the plans read
-/// are parsed.
+/// threads: this one reads customers into batches, the other parses their attributes (only
+/// those the plans read), counts them and sends the batches back, whose customers are then
+/// refilled in place (strings and all), so next to nothing is allocated per customer or per
+/// event once the pipeline is primed.
 pub fn estimate_store(
     tx: &Tx,
     plans: &[AudiencePlan],
@@ -163,21 +163,25 @@ pub fn estimate_store(
     for plan in plans {
         plan.attributes(&mut attributes);
     }
-    let (to_counter, batches) = sync_channel::<Vec<Customer>>(IN_FLIGHT);
-    let (recycler, recycled) = channel::<Vec<Customer>>();
+    let (to_counter, batches) = sync_channel::<Vec<Scanned>>(IN_FLIGHT);
+    let (recycler, recycled) = channel::<Vec<Scanned>>();
+    let attributes = &attributes;
     thread::scope(|scope| {
         let counter = scope.spawn(move || {
             let mut counts = Counts::new(plans, at);
-            for batch in batches {
-                batch.iter().for_each(|customer| counts.add(customer));
+            for mut batch in batches {
+                for scanned in &mut batch {
+                    scanned.parse_attributes(Attributes::Only(attributes));
+                    counts.add(&scanned.customer);
+                }
                 // The reader may have finished: then the batch is simply dropped.
                 let _ = recycler.send(batch);
             }
             counts.finish()
         });
         let mut batch = Vec::with_capacity(HANDOVER);
-        let mut spare: Vec<Customer> = Vec::new();
-        let read = tx.for_each_evaluated(Attributes::Only(&attributes), |customer| {
+        let mut spare: Vec<Scanned> = Vec::new();
+        let read = tx.for_each_evaluated(|customer| {
             // Hand the filled customer over; the store refills an old one's buffers next.
             let mut filled = spare.pop().unwrap_or_default();
             std::mem::swap(customer, &mut filled);

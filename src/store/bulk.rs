@@ -4,21 +4,31 @@
 //! runs of bounded size, spilled to temporary files — and merges the runs at the end, which
 //! writes each customer's history once, in storage order. Memory stays flat in the size of the
 //! file (one run, plus a read buffer per spilled run).
+//!
+//! A run keeps its events' text in one buffer, with their names already interned, so that
+//! holding, sorting and spilling an event allocates nothing. The merge runs on a thread of its
+//! own and hands whole histories to the transaction's thread, so merging overlaps SQLite's work.
 
+use std::cmp::Ordering;
 use std::collections::binary_heap::PeekMut;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::thread;
 
-use super::history::{self, unzigzag, write_varint, zigzag, Chunk};
+use super::history::{self, Chunk};
 use super::import::EventRow;
 use super::{StoreError, Tx};
 
-/// A run is sorted and spilled once the rows held reach this many bytes (counting the rows'
-/// own size, their text and the allocator's overhead).
+/// A run is sorted and spilled once its text and rows reach this many bytes.
 const RUN_BYTES: usize = 64 << 20;
 /// Buffer of each spilled run while merging: a large import has a few dozen runs.
 const READ_BUFFER: usize = 256 << 10;
+/// Histories handed from the merging thread to the writing one at a time, and handovers in
+/// flight: enough to keep both threads busy, few enough to keep memory flat.
+const HANDOVER: usize = 4096;
+const HANDOVERS_IN_FLIGHT: usize = 2;
 
 /// Why a bulk load failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,9 +41,8 @@ pub enum BulkError {
 
 /// Collects an import's events and writes them to the store at the end.
 pub(super) struct Sorter {
-    run: Vec<EventRow>,
-    run_bytes: usize,
-    /// The run is spilled when `run_bytes` reaches this.
+    run: Run,
+    /// The run is spilled when its size reaches this.
     budget: usize,
     spilled: Vec<File>,
 }
@@ -47,187 +56,293 @@ impl Default for Sorter {
 impl Sorter {
     fn with_budget(budget: usize) -> Self {
         Sorter {
-            run: Vec::new(),
-            run_bytes: 0,
+            run: Run::default(),
             budget,
             spilled: Vec::new(),
         }
     }
 
-    /// Takes the rows (in file order) out of `rows`.
-    pub(super) fn push(&mut self, rows: &mut Vec<EventRow>) -> Result<(), BulkError> {
-        if self.run.len() + rows.len() > u32::MAX as usize {
+    /// Takes the rows (in file order, their text in `text`) out of `rows`, interning their names
+    /// in the transaction.
+    pub(super) fn push(
+        &mut self,
+        tx: &Tx,
+        rows: &mut Vec<EventRow>,
+        text: &str,
+    ) -> Result<(), BulkError> {
+        if !self.run.fits(text.len()) {
             self.spill()?;
         }
+        let mut names = tx.names.borrow_mut();
         for row in rows.drain(..) {
-            self.run_bytes += row.footprint();
-            self.run.push(row);
+            let name = names.intern(&tx.tx, row.name(text))?;
+            self.run
+                .push(row.customer(text), name, row.at, row.properties(text));
         }
-        if self.run_bytes >= self.budget {
+        drop(names);
+        if self.run.size() >= self.budget {
             self.spill()?;
         }
         Ok(())
     }
 
-    /// Takes the run, to be read in (customer, time, file) order.
-    fn sorted_run(&mut self) -> SortedRun {
-        let mut keys: Vec<SortKey> = self.run.iter().enumerate().map(SortKey::new).collect();
-        let run = &self.run;
-        keys.sort_unstable_by(|a, b| a.cmp(b, run));
-        self.run_bytes = 0;
-        SortedRun {
-            keys: keys.into_iter(),
-            // Collected in place: an `Option<EventRow>` is the size of an `EventRow`.
-            rows: std::mem::take(&mut self.run)
-                .into_iter()
-                .map(Some)
-                .collect(),
-        }
-    }
-
     fn spill(&mut self) -> io::Result<()> {
+        self.run.sort();
         let mut out = BufWriter::with_capacity(1 << 20, tempfile::tempfile()?);
-        let mut header = Vec::with_capacity(32);
-        for row in self.sorted_run() {
-            header.clear();
-            encode_header(&row, &mut header);
-            out.write_all(&header)?;
-            out.write_all(row.text.as_bytes())?;
+        for row in &self.run.rows {
+            self.run.event(row).write(&mut out)?;
         }
         let mut file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
         io::Seek::rewind(&mut file)?;
         self.spilled.push(file);
+        self.run.clear();
         Ok(())
     }
 
     /// Merges the runs and adds each customer's events to its history, with ids in (customer,
     /// time, file) order. Returns how many events were written.
     pub(super) fn finish(mut self, tx: &Tx) -> Result<u64, BulkError> {
-        let last = self.sorted_run();
-        let mut heap = BinaryHeap::new();
-        for (run, file) in self.spilled.into_iter().enumerate() {
-            let mut cursor = Cursor::new(
-                run,
-                Source::File(BufReader::with_capacity(READ_BUFFER, file)),
-            );
-            if cursor.advance()? {
-                heap.push(cursor);
-            }
-        }
-        let count = heap.len();
-        let mut memory = Cursor::new(count, Source::Memory(last));
-        if memory.advance()? {
-            heap.push(memory);
-        }
-        let mut writer = Writer {
-            tx,
-            // Ids are taken as events are written (their count is known at the end).
-            next_id: tx.take_event_ids(0)?,
-            customer: String::new(),
-            chunk: Chunk::default(),
-            written: 0,
-        };
-        while let Some(mut top) = heap.peek_mut() {
-            writer.add(&top.row)?;
-            if !top.advance()? {
-                PeekMut::pop(top);
-            }
-        }
-        writer.flush()?;
-        tx.next_event_id.set(Some(writer.next_id));
-        Ok(writer.written)
+        self.run.sort();
+        let mut cursors: Vec<Cursor> = (self.spilled.into_iter())
+            .map(|file| Source::File(BufReader::with_capacity(READ_BUFFER, file)))
+            .chain([Source::Memory(self.run, 0)])
+            .enumerate()
+            .map(|(run, source)| Cursor::new(run, source))
+            .collect();
+        let first_id = tx.take_event_ids(0)?;
+        let (sender, receiver) = sync_channel(HANDOVERS_IN_FLIGHT);
+        let (recycler, recycled) = channel();
+        let (merged, written) = thread::scope(|scope| {
+            let merger = scope
+                .spawn(move || merge(std::mem::take(&mut cursors), first_id, sender, recycled));
+            let written = write(tx, receiver, recycler);
+            let merged = merger
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (merged, written)
+        });
+        // A failed read explains a short write, so it comes first.
+        let (next_id, count) = merged?;
+        written?;
+        tx.next_event_id.set(Some(next_id));
+        Ok(count)
     }
 }
 
-/// A run's rows, moved out one at a time in key order.
-struct SortedRun {
-    keys: std::vec::IntoIter<SortKey>,
-    rows: Vec<Option<EventRow>>,
+/// Events held in memory: their customers and properties in one buffer, appended in file order.
+#[derive(Default)]
+struct Run {
+    text: Vec<u8>,
+    rows: Vec<RunRow>,
 }
 
-impl Iterator for SortedRun {
-    type Item = EventRow;
-
-    fn next(&mut self) -> Option<EventRow> {
-        let key = self.keys.next()?;
-        self.rows[key.index as usize].take()
-    }
-}
-
-/// What a run is sorted by, compact so that sorting moves little: the customer's first 16 bytes
-/// (big-endian, so integer order is byte order), the time, and the row's index, which also
-/// keeps rows of one customer at one instant in file order. Customers that share their first
-/// 16 bytes are compared in full.
-struct SortKey {
+/// An event of a run. The customer's [`prefix`] is kept inline, so that sorting seldom looks at
+/// the text.
+struct RunRow {
     prefix: u128,
     at: i64,
-    index: u32,
-    long: bool,
+    /// The customer is `text[start..properties]`, the properties `text[properties..end]`.
+    start: u32,
+    properties: u32,
+    end: u32,
+    name: u32,
 }
 
-impl SortKey {
-    fn new((index, row): (usize, &EventRow)) -> Self {
-        let customer = row.customer().as_bytes();
-        let mut prefix = [0; 16];
-        let length = customer.len().min(16);
-        prefix[..length].copy_from_slice(&customer[..length]);
-        SortKey {
-            prefix: u128::from_be_bytes(prefix),
+impl Run {
+    /// Whether `more` bytes of text still fit (offsets into the text are 32-bit).
+    fn fits(&self, more: usize) -> bool {
+        self.text.len() + more <= u32::MAX as usize
+    }
+
+    fn size(&self) -> usize {
+        self.text.len() + self.rows.len() * std::mem::size_of::<RunRow>()
+    }
+
+    fn push(&mut self, customer: &str, name: u32, at: i64, properties: &str) {
+        let offset = |text: &Vec<u8>| text.len() as u32;
+        let start = offset(&self.text);
+        self.text.extend_from_slice(customer.as_bytes());
+        let middle = offset(&self.text);
+        self.text.extend_from_slice(properties.as_bytes());
+        self.rows.push(RunRow {
+            prefix: prefix(customer.as_bytes()),
+            at,
+            start,
+            properties: middle,
+            end: offset(&self.text),
+            name,
+        });
+    }
+
+    /// Sorts the rows by (customer, time, file order): text is appended in file order, so a
+    /// row's start tells it.
+    fn sort(&mut self) {
+        let text = &self.text;
+        let customer = |row: &RunRow| {
+            (
+                row.prefix,
+                &text[row.start as usize..row.properties as usize],
+            )
+        };
+        self.rows.sort_unstable_by(|a, b| {
+            compare_customers(customer(a), customer(b))
+                .then(a.at.cmp(&b.at))
+                .then(a.start.cmp(&b.start))
+        });
+    }
+
+    fn event(&self, row: &RunRow) -> Event<'_> {
+        let (start, middle, end) = (
+            row.start as usize,
+            row.properties as usize,
+            row.end as usize,
+        );
+        Event {
+            customer: &self.text[start..middle],
+            properties: &self.text[middle..end],
+            name: row.name,
             at: row.at,
-            index: index as u32,
-            long: customer.len() >= 16,
         }
     }
 
-    fn cmp(&self, other: &Self, rows: &[EventRow]) -> std::cmp::Ordering {
-        let customers = || {
-            if self.long && other.long {
-                let customer = |key: &SortKey| rows[key.index as usize].customer();
-                customer(self).cmp(customer(other))
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        };
-        self.prefix
-            .cmp(&other.prefix)
-            .then_with(customers)
-            .then(self.at.cmp(&other.at))
-            .then(self.index.cmp(&other.index))
+    /// Empties the run, keeping its memory for the next one.
+    fn clear(&mut self) {
+        self.text.clear();
+        self.rows.clear();
     }
 }
 
-/// Writes merged events, one history per customer.
-struct Writer<'t, 'c> {
-    tx: &'t Tx<'c>,
-    next_id: i64,
+/// A customer's first 16 bytes, big-endian (so that integer order is byte order).
+fn prefix(customer: &[u8]) -> u128 {
+    let mut prefix = [0; 16];
+    let length = customer.len().min(16);
+    prefix[..length].copy_from_slice(&customer[..length]);
+    u128::from_be_bytes(prefix)
+}
+
+/// Two customers in byte order, given with their [`prefix`]es: the prefixes decide unless they
+/// are equal, and then customers of up to 16 bytes differ by their lengths only.
+fn compare_customers(a: (u128, &[u8]), b: (u128, &[u8])) -> Ordering {
+    a.0.cmp(&b.0).then_with(|| match a.1.len().max(b.1.len()) {
+        ..=16 => a.1.len().cmp(&b.1.len()),
+        _ => a.1.cmp(b.1),
+    })
+}
+
+/// An event as a run holds it. Spilled, it is a fixed header (the lengths of the customer and
+/// of the properties, the name and the time, little-endian) followed by the two texts.
+struct Event<'a> {
+    customer: &'a [u8],
+    properties: &'a [u8],
+    name: u32,
+    at: i64,
+}
+
+const HEADER: usize = 20;
+
+impl Event<'_> {
+    fn write(&self, out: &mut impl Write) -> io::Result<()> {
+        let mut header = [0; HEADER];
+        header[..4].copy_from_slice(&(self.customer.len() as u32).to_le_bytes());
+        header[4..8].copy_from_slice(&(self.properties.len() as u32).to_le_bytes());
+        header[8..12].copy_from_slice(&self.name.to_le_bytes());
+        header[12..].copy_from_slice(&self.at.to_le_bytes());
+        out.write_all(&header)?;
+        out.write_all(self.customer)?;
+        out.write_all(self.properties)
+    }
+}
+
+/// Merges the runs into histories, numbering the events from `next_id`, and hands them over in
+/// batches. Returns the next unused id and how many events were merged.
+fn merge(
+    cursors: Vec<Cursor>,
+    mut next_id: i64,
+    out: SyncSender<Histories>,
+    recycled: Receiver<Histories>,
+) -> io::Result<(i64, u64)> {
+    let mut heap = BinaryHeap::with_capacity(cursors.len());
+    for mut cursor in cursors {
+        if cursor.advance()? {
+            heap.push(cursor);
+        }
+    }
+    let first_id = next_id;
+    let mut batch = Histories::default();
+    while let Some(mut top) = heap.peek_mut() {
+        if batch
+            .current()
+            .is_none_or(|h| h.customer.as_bytes() != top.customer)
+        {
+            if batch.len == HANDOVER {
+                let next = recycled.try_recv().unwrap_or_default();
+                if out.send(std::mem::replace(&mut batch, next)).is_err() {
+                    // The writer failed, and says why.
+                    break;
+                }
+            }
+            batch.start(&top.customer)?;
+        }
+        let history = batch.current().expect("a history was started");
+        history
+            .chunk
+            .push(top.at, next_id, top.name, &top.properties);
+        next_id += 1;
+        if !top.advance()? {
+            PeekMut::pop(top);
+        }
+    }
+    let _ = out.send(batch);
+    Ok((next_id, (next_id - first_id) as u64))
+}
+
+/// Writes the merged histories as they come, handing each batch back for reuse.
+fn write(
+    tx: &Tx,
+    batches: Receiver<Histories>,
+    recycler: Sender<Histories>,
+) -> Result<(), StoreError> {
+    for mut batch in batches {
+        for history in &batch.histories[..batch.len] {
+            history::create_or_extend(&tx.tx, &history.customer, &history.chunk)?;
+        }
+        batch.len = 0;
+        let _ = recycler.send(batch);
+    }
+    Ok(())
+}
+
+/// Customers' merged events, in storage order. Histories past `len` are spare, kept for their
+/// memory.
+#[derive(Default)]
+struct Histories {
+    histories: Vec<History>,
+    len: usize,
+}
+
+#[derive(Default)]
+struct History {
     customer: String,
     chunk: Chunk,
-    written: u64,
 }
 
-impl Writer<'_, '_> {
-    fn add(&mut self, event: &EventRow) -> Result<(), StoreError> {
-        if event.customer() != self.customer {
-            self.flush()?;
-            self.customer.clear();
-            self.customer.push_str(event.customer());
+impl Histories {
+    fn start(&mut self, customer: &[u8]) -> io::Result<()> {
+        if self.len == self.histories.len() {
+            self.histories.push(History::default());
         }
-        let name = self.intern(event.name())?;
-        let properties = event.properties().as_bytes();
-        self.chunk.push(event.at, self.next_id, name, properties);
-        self.next_id += 1;
-        self.written += 1;
+        let history = &mut self.histories[self.len];
+        history.customer.clear();
+        history
+            .customer
+            .push_str(std::str::from_utf8(customer).map_err(io::Error::other)?);
+        history.chunk.clear();
+        self.len += 1;
         Ok(())
     }
 
-    fn intern(&mut self, name: &str) -> Result<u32, StoreError> {
-        self.tx.names.borrow_mut().intern(&self.tx.tx, name)
-    }
-
-    fn flush(&mut self) -> Result<(), StoreError> {
-        history::extend(&self.tx.tx, &self.customer, &self.chunk)?;
-        self.chunk.clear();
-        Ok(())
+    fn current(&mut self) -> Option<&mut History> {
+        self.histories[..self.len].last_mut()
     }
 }
 
@@ -236,11 +351,17 @@ struct Cursor {
     /// Which run: among equal (customer, time), earlier runs hold earlier lines of the file.
     run: usize,
     source: Source,
-    row: EventRow,
+    /// The current event's customer and its [`prefix`].
+    customer: Vec<u8>,
+    prefix: u128,
+    properties: Vec<u8>,
+    name: u32,
+    at: i64,
 }
 
 enum Source {
-    Memory(SortedRun),
+    /// The last run, not spilled, and its next row.
+    Memory(Run, usize),
     File(BufReader<File>),
 }
 
@@ -249,111 +370,98 @@ impl Cursor {
         Cursor {
             run,
             source,
-            row: EventRow::default(),
+            customer: Vec::new(),
+            prefix: 0,
+            properties: Vec::new(),
+            name: 0,
+            at: 0,
         }
     }
 
     /// Moves to the next event; false at the end of the run.
     fn advance(&mut self) -> io::Result<bool> {
         match &mut self.source {
-            Source::Memory(rows) => match rows.next() {
-                Some(row) => {
-                    self.row = row;
-                    Ok(true)
+            Source::Memory(run, next) => {
+                let Some(row) = run.rows.get(*next) else {
+                    return Ok(false);
+                };
+                *next += 1;
+                let event = run.event(row);
+                self.customer.clear();
+                self.customer.extend_from_slice(event.customer);
+                self.properties.clear();
+                self.properties.extend_from_slice(event.properties);
+                (self.name, self.at) = (event.name, event.at);
+            }
+            Source::File(reader) => {
+                if reader.fill_buf()?.is_empty() {
+                    return Ok(false);
                 }
-                None => Ok(false),
-            },
-            Source::File(reader) => read_row(reader, &mut self.row),
+                let mut header = [0; HEADER];
+                reader.read_exact(&mut header)?;
+                let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().unwrap());
+                read_exactly(reader, &mut self.customer, word(0))?;
+                read_exactly(reader, &mut self.properties, word(4))?;
+                self.name = word(8);
+                self.at = i64::from_le_bytes(header[12..].try_into().unwrap());
+            }
         }
+        self.prefix = prefix(&self.customer);
+        Ok(true)
     }
 
-    fn key(&self) -> (&str, i64, usize) {
-        (self.row.customer(), self.row.at, self.run)
+    fn customer(&self) -> (u128, &[u8]) {
+        (self.prefix, &self.customer)
     }
+}
+
+fn read_exactly(reader: &mut impl Read, buffer: &mut Vec<u8>, length: u32) -> io::Result<()> {
+    buffer.resize(length as usize, 0);
+    reader.read_exact(buffer)
 }
 
 // The heap is a max-heap: the smallest key is the greatest cursor.
 impl Ord for Cursor {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        other.key().cmp(&self.key())
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare_customers(other.customer(), self.customer())
+            .then(other.at.cmp(&self.at))
+            .then(other.run.cmp(&self.run))
     }
 }
 
 impl PartialOrd for Cursor {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
 impl PartialEq for Cursor {
     fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
+        self.cmp(other) == Ordering::Equal
     }
 }
 
 impl Eq for Cursor {}
-
-/// A spilled event is its lengths and time, then its text (customer, name, properties).
-fn encode_header(row: &EventRow, out: &mut Vec<u8>) {
-    write_varint(out, row.name_start as u64);
-    write_varint(out, (row.properties_start - row.name_start) as u64);
-    write_varint(out, (row.text.len() - row.properties_start) as u64);
-    write_varint(out, zigzag(row.at));
-}
-
-/// Reads a spilled event into `row`, reusing its text; false at the end of the run.
-fn read_row(reader: &mut BufReader<File>, row: &mut EventRow) -> io::Result<bool> {
-    let Some(customer) = read_varint_or_end(reader)? else {
-        return Ok(false);
-    };
-    let name = read_varint(reader)?;
-    let properties = read_varint(reader)?;
-    row.at = unzigzag(read_varint(reader)?);
-    let length = customer + name + properties;
-    let mut bytes = std::mem::take(&mut row.text).into_bytes();
-    bytes.resize(usize::try_from(length).map_err(io::Error::other)?, 0);
-    reader.read_exact(&mut bytes)?;
-    row.text = String::from_utf8(bytes).map_err(io::Error::other)?;
-    row.name_start = customer as usize;
-    row.properties_start = (customer + name) as usize;
-    Ok(true)
-}
-
-fn read_varint(reader: &mut impl BufRead) -> io::Result<u64> {
-    read_varint_or_end(reader)?.ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
-}
-
-/// A varint, or `None` at the end of the input.
-fn read_varint_or_end(reader: &mut impl BufRead) -> io::Result<Option<u64>> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = match reader.fill_buf()?.first() {
-            Some(&byte) => byte,
-            None if shift == 0 => return Ok(None),
-            None => return Err(io::ErrorKind::UnexpectedEof.into()),
-        };
-        reader.consume(1);
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(Some(value));
-        }
-    }
-    Err(io::Error::other("a spilled event is damaged"))
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::{Store, StoreError};
 
-    fn row(customer: &str, name: &str, at: i64) -> EventRow {
-        let properties = format!("{{\"n\":{at}}}");
-        EventRow {
-            text: format!("{customer}{name}{properties}"),
-            name_start: customer.len(),
-            properties_start: customer.len() + name.len(),
-            at,
-        }
+    /// A batch of rows (customer, name, time) with properties `{"n":time}`, and its text.
+    fn batch(rows: &[(&str, &str, i64)]) -> (Vec<EventRow>, String) {
+        let mut text = String::new();
+        let rows = rows
+            .iter()
+            .map(|&(customer, name, at)| {
+                EventRow::write(&mut text, customer, name, at, |text| {
+                    text.push_str(&format!("{{\"n\":{at}}}"));
+                    Ok(())
+                })
+                .unwrap()
+            })
+            .collect();
+        (rows, text)
     }
 
     /// Customers as the store has them: (name, at) of each event, in id order.
@@ -392,15 +500,20 @@ mod tests {
             ("c", "third", 30),
             (b.as_str(), "view", 40),
         ];
-        // A budget of one row spills every batch: each batch of two rows is its own run.
-        let mut sorter = Sorter::with_budget(1);
-        for batch in file.chunks(2) {
-            let mut rows = batch.iter().map(|&(c, n, at)| row(c, n, at)).collect();
-            sorter.push(&mut rows).unwrap();
-        }
-        assert_eq!(sorter.spilled.len(), 5);
+        // A budget of one byte spills every batch: each batch of two rows is its own run (and
+        // the last one is merged from memory).
         let mut store = Store::open_in_memory().unwrap();
-        let written = store.transaction(|tx| sorter.finish(tx)).unwrap();
+        let written = store
+            .transaction(|tx| {
+                let mut sorter = Sorter::with_budget(1);
+                for rows in file.chunks(2) {
+                    let (mut rows, text) = batch(rows);
+                    sorter.push(tx, &mut rows, &text)?;
+                }
+                assert_eq!(sorter.spilled.len(), 5);
+                sorter.finish(tx)
+            })
+            .unwrap();
         assert_eq!(written, file.len() as u64);
         let named = |events: &[(&str, i64)]| {
             events
@@ -431,10 +544,14 @@ mod tests {
             &[("c", "a", 10), ("c", "b", 30)],
             &[("c", "c", 40), ("c", "d", 20)],
         ] {
-            let mut sorter = Sorter::default();
-            let mut rows = file.iter().map(|&(c, n, at)| row(c, n, at)).collect();
-            sorter.push(&mut rows).unwrap();
-            store.transaction(|tx| sorter.finish(tx)).unwrap();
+            let (mut rows, text) = batch(file);
+            store
+                .transaction(|tx| {
+                    let mut sorter = Sorter::default();
+                    sorter.push(tx, &mut rows, &text)?;
+                    sorter.finish(tx)
+                })
+                .unwrap();
         }
         let expected = [("a", 10), ("d", 20), ("b", 30), ("c", 40)];
         let expected: Vec<_> = expected.iter().map(|&(n, at)| (n.to_owned(), at)).collect();

@@ -266,30 +266,15 @@ pub(super) fn extend(conn: &Connection, customer: &str, chunk: &Chunk) -> Result
     if chunk.is_empty() {
         return Ok(());
     }
-    let stored: Option<(i64, i64, i64)> = conn
-        .prepare_cached(
-            "SELECT last_at, last_id, first_at FROM event_histories WHERE customer = ?1",
-        )?
-        .query_row([customer], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })
+    let stored: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT last_at, last_id FROM event_histories WHERE customer = ?1")?
+        .query_row([customer], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     match stored {
         None => {
-            conn.prepare_cached(
-                "INSERT INTO event_histories (customer, first_at, last_at, last_id, count, events)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                customer,
-                chunk.first.0,
-                chunk.last.0,
-                chunk.last.1,
-                chunk.count,
-                chunk.bytes
-            ])?;
+            create(conn, customer, chunk)?;
         }
-        Some((last_at, last_id, _)) if chunk.first > (last_at, last_id) => {
+        Some(last) if chunk.first > last => {
             // `||` joins the bytes; the cast keeps the result a BLOB.
             conn.prepare_cached(
                 "UPDATE event_histories SET events = CAST(events || ?2 AS BLOB), last_at = ?3,
@@ -298,7 +283,7 @@ pub(super) fn extend(conn: &Connection, customer: &str, chunk: &Chunk) -> Result
             )?
             .execute(params![
                 customer,
-                chunk.rebased((last_at, last_id))?,
+                chunk.rebased(last)?,
                 chunk.last.0,
                 chunk.last.1,
                 chunk.count
@@ -307,6 +292,38 @@ pub(super) fn extend(conn: &Connection, customer: &str, chunk: &Chunk) -> Result
         Some(_) => merge(conn, customer, chunk)?,
     }
     Ok(())
+}
+
+/// [`extend`] for customers that mostly have no history yet, as in bulk loads: creating the
+/// history straight away spares a lookup for each of them.
+pub(super) fn create_or_extend(
+    conn: &Connection,
+    customer: &str,
+    chunk: &Chunk,
+) -> Result<(), StoreError> {
+    if chunk.is_empty() || create(conn, customer, chunk)? {
+        return Ok(());
+    }
+    extend(conn, customer, chunk)
+}
+
+/// Creates the customer's history from the chunk, unless the customer has one; returns whether
+/// it did.
+fn create(conn: &Connection, customer: &str, chunk: &Chunk) -> Result<bool, StoreError> {
+    let created = conn
+        .prepare_cached(
+            "INSERT INTO event_histories (customer, first_at, last_at, last_id, count, events)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            customer,
+            chunk.first.0,
+            chunk.last.0,
+            chunk.last.1,
+            chunk.count,
+            chunk.bytes
+        ])?;
+    Ok(created == 1)
 }
 
 /// Rewrites a history with a chunk whose events fall among the stored ones.

@@ -7,14 +7,15 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
-use std::thread;
+use std::thread::{self, ScopedJoinHandle};
 
 use chrono::{DateTime, Utc};
 
 use super::bulk::{BulkError, Sorter};
-use super::rows::{quoted, Fields, Format, Nulls};
+use super::rows::{quoted, Field, Fields, Format, Nulls, PlainEvent};
 use super::{Store, StoreError, Tx};
 
 /// What a file holds.
@@ -121,11 +122,12 @@ pub fn import(
     options: ImportOptions,
     observer: &mut dyn ImportObserver,
 ) -> Result<ImportSummary, ImportError> {
+    let split = Split::default();
     match kind {
-        Kind::Customers => import_records::<CustomerRow>(store, file, options, observer),
-        Kind::Events => import_records::<EventRow>(store, file, options, observer),
-        Kind::Tags => import_records::<TagRow>(store, file, options, observer),
-        Kind::Employees => import_records::<EmployeeRow>(store, file, options, observer),
+        Kind::Customers => import_records::<CustomerRow>(store, file, options, observer, split),
+        Kind::Events => import_records::<EventRow>(store, file, options, observer, split),
+        Kind::Tags => import_records::<TagRow>(store, file, options, observer, split),
+        Kind::Employees => import_records::<EmployeeRow>(store, file, options, observer, split),
     }
 }
 
@@ -137,24 +139,26 @@ trait Record: Sized + Send + 'static {
     /// attribute or a property).
     const OPTIONAL: Option<&'static [&'static str]>;
 
-    /// Whether the reader sorts each batch by [`Record::sort_key`] before handing it over.
-    const SORT_BATCHES: bool = true;
+    /// Parses a row. Rows whose text is worth keeping out of allocations of their own (events)
+    /// append it to `text`, the text of the row's batch.
+    fn parse(fields: Fields, text: &mut String) -> Result<Self, String>;
 
-    fn parse(fields: Fields) -> Result<Self, String>;
+    /// Parses a JSON Lines row.
+    fn parse_json(line: &str, text: &mut String) -> Result<Self, String> {
+        Fields::from_json(line).and_then(|fields| Self::parse(fields, text))
+    }
+
+    /// Readies a batch for the sink, on the thread that parsed it.
+    fn prepare(_batch: &mut [Self]) {}
 
     /// Where the rows go.
     fn sink<'t>(tx: &'t Tx<'t>, options: &'t ImportOptions) -> Box<dyn Sink<Self> + 't>;
-
-    /// The customer the row is about, and for events the time: every table is stored by
-    /// customer (events by customer and time), so batches are sorted by this before they are
-    /// written, which makes each batch touch each page once instead of once per row.
-    fn sort_key(&self) -> (&str, Option<DateTime<Utc>>);
 }
 
 /// Receives the rows of an import, batch by batch, in file order.
 trait Sink<R> {
-    /// Takes a batch's rows (leaving the vector empty, to be reused).
-    fn write(&mut self, rows: &mut Vec<R>) -> Result<(), ImportError>;
+    /// Takes a batch's rows (leaving the vector empty, to be reused); `text` is the batch's.
+    fn write(&mut self, rows: &mut Vec<R>, text: &str) -> Result<(), ImportError>;
     /// Completes the import after the last batch.
     fn finish(self: Box<Self>) -> Result<(), ImportError>;
 }
@@ -180,7 +184,7 @@ impl<'t, R: Record> Direct<'t, R> {
 }
 
 impl<R: Record> Sink<R> for Direct<'_, R> {
-    fn write(&mut self, rows: &mut Vec<R>) -> Result<(), ImportError> {
+    fn write(&mut self, rows: &mut Vec<R>, _: &str) -> Result<(), ImportError> {
         (self.insert)(rows, self.tx, self.options)?;
         rows.clear();
         Ok(())
@@ -199,8 +203,8 @@ struct Bulk<'t> {
 }
 
 impl Sink<EventRow> for Bulk<'_> {
-    fn write(&mut self, rows: &mut Vec<EventRow>) -> Result<(), ImportError> {
-        Ok(self.sorter.push(rows)?)
+    fn write(&mut self, rows: &mut Vec<EventRow>, text: &str) -> Result<(), ImportError> {
+        Ok(self.sorter.push(self.tx, rows, text)?)
     }
 
     fn finish(self: Box<Self>) -> Result<(), ImportError> {
@@ -209,18 +213,18 @@ impl Sink<EventRow> for Bulk<'_> {
     }
 }
 
-/// Sorts a batch by [`Record::sort_key`]. The key is compared on the customer's first 16 bytes,
-/// kept inline so that comparisons do not chase pointers; customers sharing those bytes are
-/// merely less well sorted. The sort is stable, so rows of one customer (at one instant) keep
-/// their file order: a customer's later row still merges over an earlier one, and events at one
-/// instant get increasing ids.
-fn order<R: Record>(batch: &mut [R]) {
+/// Sorts a batch by the customer each row is about: every table is stored by customer, so a
+/// sorted batch touches each page once instead of once per row. The key is compared on the
+/// customer's first 16 bytes, kept inline so that comparisons do not chase pointers; customers
+/// sharing those bytes are merely less well sorted. The sort is stable, so rows of one customer
+/// keep their file order: a customer's later row still merges over an earlier one.
+fn order<R>(batch: &mut [R], customer: impl Fn(&R) -> &str) {
     batch.sort_by_cached_key(|row| {
-        let (customer, at) = row.sort_key();
+        let customer = customer(row).as_bytes();
         let mut prefix = [0; 16];
         let length = customer.len().min(16);
-        prefix[..length].copy_from_slice(&customer.as_bytes()[..length]);
-        (u128::from_be_bytes(prefix), at)
+        prefix[..length].copy_from_slice(&customer[..length]);
+        u128::from_be_bytes(prefix)
     });
 }
 
@@ -234,7 +238,7 @@ impl Record for CustomerRow {
     const REQUIRED: &'static [&'static str] = &["id"];
     const OPTIONAL: Option<&'static [&'static str]> = None;
 
-    fn parse(mut fields: Fields) -> Result<Self, String> {
+    fn parse(mut fields: Fields, _: &mut String) -> Result<Self, String> {
         let id = fields.required_text("id")?.into_owned();
         let tags = match fields.take("tags") {
             Some(tags) => tags.text_list("tags")?,
@@ -250,6 +254,10 @@ impl Record for CustomerRow {
         })
     }
 
+    fn prepare(batch: &mut [Self]) {
+        order(batch, |row| &row.id);
+    }
+
     fn sink<'t>(tx: &'t Tx<'t>, options: &'t ImportOptions) -> Box<dyn Sink<Self> + 't> {
         Direct::boxed(tx, options, |rows: &[Self], tx, options| {
             for row in rows {
@@ -261,76 +269,90 @@ impl Record for CustomerRow {
             Ok(())
         })
     }
-
-    fn sort_key(&self) -> (&str, Option<DateTime<Utc>>) {
-        (&self.id, None)
-    }
 }
 
-/// An event row keeps its customer, name and properties in one string: an import holds many rows
-/// at once, and one allocation per row instead of three is a measurable part of an import.
-#[derive(Default)]
+/// An event row's customer, name and properties (a JSON object) are kept one after the other in
+/// the text of its batch: an import holds many rows at once, and allocating for each would be a
+/// measurable part of an import. Offsets are 32-bit: a batch holds far less than 4 GB of text.
+#[derive(Clone, Copy, Debug)]
 pub(super) struct EventRow {
-    /// The customer, the name and the properties (a JSON object), one after the other.
-    pub(super) text: String,
-    pub(super) name_start: usize,
-    pub(super) properties_start: usize,
     /// Milliseconds since the epoch, as stored.
     pub(super) at: i64,
+    start: u32,
+    name_start: u32,
+    properties_start: u32,
+    end: u32,
 }
 
 impl EventRow {
-    pub(super) fn customer(&self) -> &str {
-        &self.text[..self.name_start]
+    /// Appends an event to `text`: its customer, its name, then the properties `properties`
+    /// writes. On error, `text` may hold part of the event.
+    pub(super) fn write(
+        text: &mut String,
+        customer: &str,
+        name: &str,
+        at: i64,
+        properties: impl FnOnce(&mut String) -> Result<(), String>,
+    ) -> Result<Self, String> {
+        let offset = |text: &String| text.len() as u32;
+        let start = offset(text);
+        text.push_str(customer);
+        let name_start = offset(text);
+        text.push_str(name);
+        let properties_start = offset(text);
+        properties(text)?;
+        Ok(EventRow {
+            at,
+            start,
+            name_start,
+            properties_start,
+            end: offset(text),
+        })
     }
 
-    pub(super) fn name(&self) -> &str {
-        &self.text[self.name_start..self.properties_start]
+    pub(super) fn customer<'t>(&self, text: &'t str) -> &'t str {
+        &text[self.start as usize..self.name_start as usize]
     }
 
-    pub(super) fn properties(&self) -> &str {
-        &self.text[self.properties_start..]
+    pub(super) fn name<'t>(&self, text: &'t str) -> &'t str {
+        &text[self.name_start as usize..self.properties_start as usize]
     }
 
-    /// Bytes of memory the row holds, allocator overhead included (roughly).
-    pub(super) fn footprint(&self) -> usize {
-        std::mem::size_of::<Self>() + self.text.capacity() + 16
+    pub(super) fn properties<'t>(&self, text: &'t str) -> &'t str {
+        &text[self.properties_start as usize..self.end as usize]
     }
 }
 
 impl Record for EventRow {
     const REQUIRED: &'static [&'static str] = &["customer", "event", "at"];
     const OPTIONAL: Option<&'static [&'static str]> = None;
-    const SORT_BATCHES: bool = false;
 
-    fn parse(mut fields: Fields) -> Result<Self, String> {
+    fn parse(mut fields: Fields, text: &mut String) -> Result<Self, String> {
         let customer = fields.required_text("customer")?;
         let name = fields.required_text("event")?;
-        let at = fields.required_time("at")?;
+        let at = fields.required_time("at")?.timestamp_millis();
         // In CSV the other columns are the properties; in JSON they are under `properties`.
         let properties = match fields.format {
             Format::Csv => Some(fields),
             Format::JsonLines => {
                 let properties = fields.take("properties");
                 fields.finish(" (event properties go under `properties`)")?;
-                properties
-                    .map(|p| p.object("properties"))
-                    .transpose()?
-                    .flatten()
+                json_properties(properties)?
             }
         };
-        let mut text = String::with_capacity(customer.len() + name.len() + 64);
-        text.push_str(&customer);
-        text.push_str(&name);
-        match properties {
-            Some(properties) => properties.write_object("property", Nulls::Drop, &mut text)?,
-            None => text.push_str("{}"),
-        }
-        Ok(EventRow {
-            text,
-            name_start: customer.len(),
-            properties_start: customer.len() + name.len(),
-            at: at.timestamp_millis(),
+        EventRow::write(text, &customer, &name, at, |text| {
+            write_properties(properties, text)
+        })
+    }
+
+    /// Most lines have the shape [`PlainEvent`] reads, without the cost of [`Fields`].
+    fn parse_json(line: &str, text: &mut String) -> Result<Self, String> {
+        let Some(event) = PlainEvent::read(line) else {
+            return Fields::from_json(line).and_then(|fields| Self::parse(fields, text));
+        };
+        let properties = json_properties(event.properties)?;
+        EventRow::write(text, event.customer, event.event, event.at, |text| {
+            write_properties(properties, text)
         })
     }
 
@@ -340,9 +362,23 @@ impl Record for EventRow {
             sorter: Sorter::default(),
         })
     }
+}
 
-    fn sort_key(&self) -> (&str, Option<DateTime<Utc>>) {
-        (self.customer(), DateTime::from_timestamp_millis(self.at))
+/// The members of a JSON event's `properties` (JSON `null` counts as none).
+fn json_properties(properties: Option<Field>) -> Result<Option<Fields>, String> {
+    Ok(properties
+        .map(|p| p.object("properties"))
+        .transpose()?
+        .flatten())
+}
+
+fn write_properties(properties: Option<Fields>, text: &mut String) -> Result<(), String> {
+    match properties {
+        Some(properties) => properties.write_object("property", Nulls::Drop, text),
+        None => {
+            text.push_str("{}");
+            Ok(())
+        }
     }
 }
 
@@ -356,7 +392,7 @@ impl Record for TagRow {
     const REQUIRED: &'static [&'static str] = &["customer", "tag"];
     const OPTIONAL: Option<&'static [&'static str]> = Some(&["at"]);
 
-    fn parse(mut fields: Fields) -> Result<Self, String> {
+    fn parse(mut fields: Fields, _: &mut String) -> Result<Self, String> {
         let tag = TagRow {
             customer: fields.required_text("customer")?.into_owned(),
             tag: fields.required_text("tag")?.into_owned(),
@@ -366,6 +402,10 @@ impl Record for TagRow {
         Ok(tag)
     }
 
+    fn prepare(batch: &mut [Self]) {
+        order(batch, |row| &row.customer);
+    }
+
     fn sink<'t>(tx: &'t Tx<'t>, options: &'t ImportOptions) -> Box<dyn Sink<Self> + 't> {
         Direct::boxed(tx, options, |rows: &[Self], tx, options| {
             for row in rows {
@@ -373,10 +413,6 @@ impl Record for TagRow {
             }
             Ok(())
         })
-    }
-
-    fn sort_key(&self) -> (&str, Option<DateTime<Utc>>) {
-        (&self.customer, None)
     }
 }
 
@@ -390,7 +426,7 @@ impl Record for EmployeeRow {
     const REQUIRED: &'static [&'static str] = &["customer", "employee", "added_at"];
     const OPTIONAL: Option<&'static [&'static str]> = Some(&[]);
 
-    fn parse(mut fields: Fields) -> Result<Self, String> {
+    fn parse(mut fields: Fields, _: &mut String) -> Result<Self, String> {
         let row = EmployeeRow {
             customer: fields.required_text("customer")?.into_owned(),
             employee: fields.required_text("employee")?.into_owned(),
@@ -400,31 +436,77 @@ impl Record for EmployeeRow {
         Ok(row)
     }
 
+    fn prepare(batch: &mut [Self]) {
+        order(batch, |row| &row.customer);
+    }
+
     fn sink<'t>(tx: &'t Tx<'t>, options: &'t ImportOptions) -> Box<dyn Sink<Self> + 't> {
         Direct::boxed(tx, options, |rows: &[Self], tx, _| {
             rows.iter()
                 .try_for_each(|row| tx.add_employee(&row.customer, &row.employee, row.added_at))
         })
     }
-
-    fn sort_key(&self) -> (&str, Option<DateTime<Utc>>) {
-        (&self.customer, None)
-    }
 }
 
-/// A batch handed from the reader to the writer ends after this many rows or this many bytes of
-/// the file, whichever comes first: large enough to amortise the hand-over and to give the sort
-/// some locality, small enough to keep memory flat (two batches in flight, one being written,
-/// one being filled) whatever the size of the rows.
+/// A batch ends after this many rows or this many bytes of lines, whichever comes first: large
+/// enough to amortise the hand-over, small enough to keep memory flat whatever the size of the
+/// rows (each parsing thread holds a block of lines and a batch, one of each waits for it and
+/// for the writer, and the writer holds a batch).
 const BATCH_ROWS: usize = 65_536;
-const BATCH_BYTES: u64 = 8 << 20;
-const BATCHES_IN_FLIGHT: usize = 2;
+const BATCH_BYTES: usize = 4 << 20;
 
+/// The rows of a stretch of the file, parsed.
 struct Batch<R> {
     rows: Vec<R>,
+    /// The text of rows that keep it here (see [`Record::parse`]).
+    text: String,
     bad: Vec<BadRow>,
     /// Bytes of the file read by the end of the batch.
     read: u64,
+}
+
+impl<R: Record> Batch<R> {
+    fn new() -> Self {
+        Batch {
+            rows: Vec::with_capacity(BATCH_ROWS),
+            text: String::new(),
+            bad: Vec::new(),
+            read: 0,
+        }
+    }
+
+    /// Adds the row `parse` reads (appending to the batch's text), or the reason it is bad.
+    fn add(&mut self, line: u64, parse: impl FnOnce(&mut String) -> Result<R, String>) {
+        let mark = self.text.len();
+        match parse(&mut self.text) {
+            Ok(row) => self.rows.push(row),
+            Err(reason) => {
+                self.text.truncate(mark);
+                self.bad.push(BadRow { line, reason });
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.rows.len() + self.bad.len()
+    }
+}
+
+/// How JSON Lines are split for parsing: blocks of at most `lines` lines, parsed on `parsers`
+/// threads.
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    lines: usize,
+    parsers: usize,
+}
+
+impl Default for Split {
+    fn default() -> Self {
+        Split {
+            lines: BATCH_ROWS,
+            parsers: thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        }
+    }
 }
 
 fn import_records<R: Record>(
@@ -432,15 +514,13 @@ fn import_records<R: Record>(
     input: ImportFile,
     options: ImportOptions,
     observer: &mut dyn ImportObserver,
+    split: Split,
 ) -> Result<ImportSummary, ImportError> {
     let ImportFile { path, format, file } = input;
     store.transaction(|tx| {
-        let (sender, receiver) = sync_channel(BATCHES_IN_FLIGHT);
-        let (recycler, recycled) = channel();
-        let batcher = Batcher::<R>::new(sender, recycled);
         let (read, written) = thread::scope(|scope| {
-            let reader = scope.spawn(move || read_rows(format, file, batcher));
-            let written = write_rows(tx, receiver, recycler, &options, observer);
+            let (lanes, reader) = start_reading::<R>(scope, format, file, split);
+            let written = write_rows(tx, lanes, &options, observer);
             let read = reader
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -460,29 +540,103 @@ fn import_records<R: Record>(
     })
 }
 
+/// Where the writer takes batches from, and hands them back for reuse once written.
+type Lane<R> = (Receiver<Batch<R>>, Sender<Batch<R>>);
+
+/// Where a parsing thread hands its batches over, and takes written ones back to refill.
+struct Outbox<R> {
+    out: SyncSender<Batch<R>>,
+    recycled: Receiver<Batch<R>>,
+}
+
+impl<R: Record> Outbox<R> {
+    fn new() -> (Self, Lane<R>) {
+        let (out, batches) = sync_channel(1);
+        let (recycler, recycled) = channel();
+        (Outbox { out, recycled }, (batches, recycler))
+    }
+
+    /// An empty batch: a written one if any is back.
+    fn empty(&self) -> Batch<R> {
+        match self.recycled.try_recv() {
+            Ok(mut batch) => {
+                batch.text.clear();
+                batch.bad.clear();
+                batch
+            }
+            Err(_) => Batch::new(),
+        }
+    }
+
+    /// Readies the batch (read up to `read`) for its sink and hands it over.
+    fn send(&self, mut batch: Batch<R>, read: u64) -> Result<(), ReadError> {
+        batch.read = read;
+        R::prepare(&mut batch.rows);
+        self.out.send(batch).map_err(|_| ReadError::WriterGone)
+    }
+}
+
+/// Starts the threads that read and parse the file. Returns the lanes their batches come out
+/// of (taking one batch from each in turn gives them in file order) and the reading thread.
+///
+/// JSON Lines are split into blocks of lines, parsed on as many threads as there are cores,
+/// which take the blocks in turn. CSV records may span lines, so a CSV file is read and parsed
+/// on one thread.
+fn start_reading<'s, R: Record>(
+    scope: &'s thread::Scope<'s, '_>,
+    format: Format,
+    file: File,
+    split: Split,
+) -> (Vec<Lane<R>>, ScopedJoinHandle<'s, Result<(), ReadError>>) {
+    match format {
+        Format::Csv => {
+            let (outbox, lane) = Outbox::new();
+            (vec![lane], scope.spawn(move || read_csv(file, outbox)))
+        }
+        Format::JsonLines => {
+            let (spare, spares) = channel();
+            let (mut blocks, mut lanes) = (Vec::new(), Vec::new());
+            for _ in 0..split.parsers {
+                let (sender, receiver) = sync_channel(1);
+                let (outbox, lane) = Outbox::new();
+                let spare = spare.clone();
+                scope.spawn(move || parse_blocks::<R>(receiver, spare, outbox));
+                blocks.push(sender);
+                lanes.push(lane);
+            }
+            let reader = scope.spawn(move || read_blocks(file, split.lines, blocks, spares));
+            (lanes, reader)
+        }
+    }
+}
+
 /// Writes the batches as they come. After the first bad row of a strict import, rows are no
 /// longer written (they will be rolled back) but bad rows are still reported.
 fn write_rows<R: Record>(
     tx: &Tx,
-    batches: Receiver<Batch<R>>,
-    recycler: Sender<Vec<R>>,
+    lanes: Vec<Lane<R>>,
     options: &ImportOptions,
     observer: &mut dyn ImportObserver,
 ) -> Result<ImportSummary, ImportError> {
     let mut summary = ImportSummary::default();
     let mut sink = R::sink(tx, options);
-    for mut batch in batches {
+    // The lane after the last batch is the first to close.
+    for (batches, recycler) in lanes.iter().cycle() {
+        let Ok(mut batch) = batches.recv() else {
+            break;
+        };
         for bad in &batch.bad {
             observer.bad_row(bad);
         }
         summary.skipped += batch.bad.len() as u64;
         if summary.skipped == 0 || options.skip_invalid {
             summary.imported += batch.rows.len() as u64;
-            sink.write(&mut batch.rows)?;
+            sink.write(&mut batch.rows, &batch.text)?;
         }
         observer.progress(batch.read);
-        // Once the reader has finished, the rows are simply dropped here.
-        let _ = recycler.send(batch.rows);
+        batch.rows.clear();
+        // Once the parser has finished, the batch is simply dropped.
+        let _ = recycler.send(batch);
     }
     if summary.skipped == 0 || options.skip_invalid {
         sink.finish()?;
@@ -517,104 +671,96 @@ impl From<io::Error> for ReadError {
     }
 }
 
-/// Collects parsed rows into batches and hands them to the writer. The writer hands the rows
-/// back once written, so that freeing them (and reusing their vectors) happens on the reader's
-/// thread and the writer's thread does nothing but SQLite.
-struct Batcher<R> {
-    batch: Batch<R>,
-    /// Bytes of the file read before the current batch.
-    started: u64,
-    sender: SyncSender<Batch<R>>,
-    recycled: Receiver<Vec<R>>,
-}
-
-impl<R: Record> Batcher<R> {
-    fn new(sender: SyncSender<Batch<R>>, recycled: Receiver<Vec<R>>) -> Self {
-        Batcher {
-            batch: Batch {
-                rows: Vec::with_capacity(BATCH_ROWS),
-                bad: Vec::new(),
-                read: 0,
-            },
-            started: 0,
-            sender,
-            recycled,
-        }
-    }
-
-    fn add(&mut self, line: u64, row: Result<R, String>, read: u64) -> Result<(), ReadError> {
-        match row {
-            Ok(row) => self.batch.rows.push(row),
-            Err(reason) => self.batch.bad.push(BadRow { line, reason }),
-        }
-        self.batch.read = read;
-        let rows = self.batch.rows.len() + self.batch.bad.len();
-        if rows >= BATCH_ROWS || read - self.started >= BATCH_BYTES {
-            self.send()?;
-        }
-        Ok(())
-    }
-
-    fn send(&mut self) -> Result<(), ReadError> {
-        // Free every written batch now (rows kept until reuse would double the memory held),
-        // and reuse one vector.
-        let rows = self
-            .recycled
-            .try_iter()
-            .map(|mut rows| {
-                rows.clear();
-                rows
-            })
-            .last()
-            .unwrap_or_else(|| Vec::with_capacity(BATCH_ROWS));
-        let next = Batch {
-            rows,
-            bad: Vec::new(),
-            read: self.batch.read,
-        };
-        self.started = self.batch.read;
-        let mut batch = std::mem::replace(&mut self.batch, next);
-        if R::SORT_BATCHES {
-            order(&mut batch.rows);
-        }
-        self.sender.send(batch).map_err(|_| ReadError::WriterGone)
-    }
-}
-
-fn read_rows<R: Record>(
-    format: Format,
-    file: File,
-    mut batcher: Batcher<R>,
-) -> Result<(), ReadError> {
-    match format {
-        Format::JsonLines => read_json_lines(file, &mut batcher)?,
-        Format::Csv => read_csv(file, &mut batcher)?,
-    }
-    batcher.send()
-}
-
 /// Lines longer than this are bad rows, read past without being held in memory.
 const MAX_LINE: usize = 16 << 20;
 
-fn read_json_lines<R: Record>(file: File, batcher: &mut Batcher<R>) -> Result<(), ReadError> {
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut buffer = Vec::new();
-    let mut read = 0;
-    for line in 1.. {
-        let Some(length) = read_line(&mut reader, &mut buffer)? else {
-            break;
-        };
-        read += length;
-        let row = parse_json_line::<R>(&buffer, line == 1);
-        if let Some(row) = row {
-            batcher.add(line, row, read)?;
+/// Lines of a JSON Lines file, read in one go for a parsing thread.
+#[derive(Default)]
+struct Block {
+    bytes: Vec<u8>,
+    /// Where each line ends in `bytes` (without its line ending).
+    ends: Vec<usize>,
+    /// The number of the block's first line.
+    first_line: u64,
+    /// Bytes of the file read by the end of the block.
+    read: u64,
+}
+
+impl Block {
+    /// Reads up to `lines` lines (and about a batch's bytes), starting at line `first_line`,
+    /// `read` bytes into the file; false at the end of the file.
+    fn fill(
+        &mut self,
+        reader: &mut impl BufRead,
+        lines: usize,
+        first_line: u64,
+        read: u64,
+    ) -> io::Result<bool> {
+        self.bytes.clear();
+        self.ends.clear();
+        self.first_line = first_line;
+        self.read = read;
+        while self.ends.len() < lines && self.bytes.len() < BATCH_BYTES {
+            let Some(length) = read_line(reader, &mut self.bytes)? else {
+                break;
+            };
+            self.read += length;
+            self.ends.push(self.bytes.len());
         }
+        Ok(!self.ends.is_empty())
+    }
+
+    /// Each line with its number.
+    fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        (self.first_line..)
+            .zip(starts.zip(&self.ends))
+            .map(|(line, (start, &end))| (line, &self.bytes[start..end]))
+    }
+}
+
+/// Reads the file into blocks of up to `lines` lines and hands them to the parsers in turn.
+fn read_blocks(
+    file: File,
+    lines: usize,
+    parsers: Vec<SyncSender<Block>>,
+    spares: Receiver<Block>,
+) -> Result<(), ReadError> {
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let (mut line, mut read) = (1, 0);
+    for parser in parsers.iter().cycle() {
+        let mut block = spares.try_recv().unwrap_or_default();
+        if !block.fill(&mut reader, lines, line, read)? {
+            break;
+        }
+        line += block.ends.len() as u64;
+        read = block.read;
+        parser.send(block).map_err(|_| ReadError::WriterGone)?;
     }
     Ok(())
 }
 
-/// Parses one line; `None` for a blank line.
-fn parse_json_line<R: Record>(line: &[u8], first: bool) -> Option<Result<R, String>> {
+/// Parses blocks of lines into batches, handing the blocks back to be refilled.
+fn parse_blocks<R: Record>(blocks: Receiver<Block>, spare: Sender<Block>, outbox: Outbox<R>) {
+    for block in blocks {
+        let mut batch = outbox.empty();
+        for (line, bytes) in block.lines() {
+            if let Some(text) = json_text(bytes, line == 1) {
+                batch.add(line, |buffer| {
+                    text.and_then(|text| R::parse_json(text, buffer))
+                });
+            }
+        }
+        let read = block.read;
+        let _ = spare.send(block);
+        if outbox.send(batch, read).is_err() {
+            return;
+        }
+    }
+}
+
+/// A line's text; `None` for a blank line.
+fn json_text(line: &[u8], first: bool) -> Option<Result<&str, String>> {
     if line.len() > MAX_LINE {
         return Some(Err(format!("line longer than {} MB", MAX_LINE >> 20)));
     }
@@ -626,17 +772,14 @@ fn parse_json_line<R: Record>(line: &[u8], first: bool) -> Option<Result<R, Stri
     } else {
         text
     };
-    if text.trim().is_empty() {
-        return None;
-    }
-    Some(Fields::from_json(text).and_then(R::parse))
+    (!text.trim().is_empty()).then_some(Ok(text))
 }
 
-/// Reads a line into `buffer` without its line ending and returns how many bytes it took, or
+/// Appends a line to `buffer` without its line ending and returns how many bytes it took, or
 /// `None` at the end of the file. A line longer than [`MAX_LINE`] is consumed without being kept
-/// whole: `buffer` then holds `MAX_LINE + 1` bytes.
+/// whole: only its first `MAX_LINE + 1` bytes are appended.
 fn read_line(reader: &mut impl BufRead, buffer: &mut Vec<u8>) -> io::Result<Option<u64>> {
-    buffer.clear();
+    let start = buffer.len();
     let mut taken = reader
         .by_ref()
         .take(MAX_LINE as u64 + 1)
@@ -646,10 +789,10 @@ fn read_line(reader: &mut impl BufRead, buffer: &mut Vec<u8>) -> io::Result<Opti
     }
     if buffer.last() == Some(&b'\n') {
         buffer.pop();
-        if buffer.last() == Some(&b'\r') {
+        if buffer.len() > start && buffer.last() == Some(&b'\r') {
             buffer.pop();
         }
-    } else if buffer.len() > MAX_LINE {
+    } else if buffer.len() - start > MAX_LINE {
         taken += skip_line(reader)?;
     }
     Ok(Some(taken))
@@ -675,7 +818,7 @@ fn skip_line(reader: &mut impl BufRead) -> io::Result<u64> {
     }
 }
 
-fn read_csv<R: Record>(file: File, batcher: &mut Batcher<R>) -> Result<(), ReadError> {
+fn read_csv<R: Record>(file: File, outbox: Outbox<R>) -> Result<(), ReadError> {
     let mut reader = csv::ReaderBuilder::new()
         .buffer_capacity(1 << 20)
         .from_reader(file);
@@ -686,27 +829,31 @@ fn read_csv<R: Record>(file: File, batcher: &mut Batcher<R>) -> Result<(), ReadE
     };
     let mut record = csv::ByteRecord::new();
     let line = |position: Option<&csv::Position>| position.map_or(0, csv::Position::line);
+    let (mut batch, mut started) = (outbox.empty(), 0);
     loop {
-        let (line, row) = match reader.read_byte_record(&mut record) {
-            Ok(false) => return Ok(()),
-            Ok(true) => (
-                line(record.position()),
-                Fields::from_csv(&header, &record).and_then(R::parse),
-            ),
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => batch.add(line(record.position()), |text| {
+                Fields::from_csv(&header, &record).and_then(|fields| R::parse(fields, text))
+            }),
             Err(error) => match error.kind() {
                 csv::ErrorKind::UnequalLengths {
                     pos,
                     expected_len,
                     len,
-                } => (
-                    line(pos.as_ref()),
-                    Err(format!("{len} fields, but the header has {expected_len}")),
-                ),
+                } => batch.add(line(pos.as_ref()), |_| {
+                    Err(format!("{len} fields, but the header has {expected_len}"))
+                }),
                 _ => return Err(csv_fatal(error)),
             },
-        };
-        batcher.add(line, row, reader.position().byte())?;
+        }
+        let read = reader.position().byte();
+        if batch.len() >= BATCH_ROWS || read - started >= BATCH_BYTES as u64 {
+            outbox.send(std::mem::replace(&mut batch, outbox.empty()), read)?;
+            started = read;
+        }
     }
+    outbox.send(batch, reader.position().byte())
 }
 
 /// A CSV error that is not a bad row: reading the file failed.
@@ -742,4 +889,99 @@ fn csv_header<R: Record>(header: &csv::ByteRecord) -> Result<Vec<String>, String
         }
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Parts = (String, String, i64, String);
+
+    /// An event row as its parts, for comparing.
+    fn parts(row: Result<EventRow, String>, text: &str) -> Result<Parts, String> {
+        row.map(|row| {
+            let (customer, name) = (row.customer(text), row.name(text));
+            let properties = row.properties(text);
+            (customer.into(), name.into(), row.at, properties.into())
+        })
+    }
+
+    #[test]
+    fn plain_event_lines_read_as_the_general_path_reads_them() {
+        let lines = [
+            // Plain: properties sorted, nulls dropped, missing or null properties.
+            r#"{"customer":"c1","event":"view","at":"2026-03-01T10:00:00+08:00","properties":{"z":1,"a":"x","n":null}}"#,
+            r#"{"at":"2026-03-01T02:00:00Z","event":"buy","customer":"c2"}"#,
+            r#"{"customer":"c3","event":"buy","at":"2026-03-01T02:00:00Z","properties":null}"#,
+            // Not plain: escapes, then a bad row for each reason the plain reader declines one.
+            r#"{"customer":"c\u0034","event":"v\"iew","at":"2026-03-01T02:00:00Z","properties":{"k\"ey":1}}"#,
+            r#"{"customer":"c5","event":"view","at":"2026-03-01T02:00:00Z","extra":1}"#,
+            r#"{"customer":"c6","customer":"c7","event":"view","at":"2026-03-01T02:00:00Z"}"#,
+            r#"{"customer":" ","event":"view","at":"2026-03-01T02:00:00Z"}"#,
+            r#"{"customer":"c8","event":"view","at":"2026-03-01 02:00"}"#,
+            r#"{"customer":"c9","event":"view","at":"2026-03-01T02:00:00Z","properties":{"a":[1]}}"#,
+            r#"{"customer":"c9","event":"view","at":"2026-03-01T02:00:00Z","properties":{"a":1,"a":2}}"#,
+            r#"{"customer":9,"event":"view","at":"2026-03-01T02:00:00Z"}"#,
+            r#"["customer"]"#,
+        ];
+        for line in lines {
+            let (mut plain, mut general) = (String::new(), String::new());
+            let row = EventRow::parse_json(line, &mut plain);
+            let expected = Fields::from_json(line).and_then(|f| EventRow::parse(f, &mut general));
+            assert_eq!(parts(row, &plain), parts(expected, &general), "{line}");
+        }
+        let mut text = String::new();
+        let row = EventRow::parse_json(lines[0], &mut text).unwrap();
+        assert_eq!(row.properties(&text), r#"{"a":"x","z":1}"#);
+        let row = EventRow::parse_json(lines[3], &mut text).unwrap();
+        assert_eq!(
+            (row.customer(&text), row.name(&text), row.properties(&text)),
+            ("c4", "v\"iew", r#"{"k\"ey":1}"#)
+        );
+    }
+
+    /// Collects the lines of bad rows.
+    #[derive(Default)]
+    struct BadLines(Vec<u64>);
+
+    impl ImportObserver for BadLines {
+        fn bad_row(&mut self, row: &BadRow) {
+            self.0.push(row.line);
+        }
+
+        fn progress(&mut self, _: u64) {}
+    }
+
+    #[test]
+    fn lines_parsed_in_parallel_keep_their_numbers_and_file_order() {
+        // Eleven events of one customer at one instant, with bad and blank lines among them;
+        // blocks of two lines on three parsers make every parser take several blocks.
+        let event =
+            |n: usize| format!(r#"{{"customer":"c","event":"e{n}","at":"2026-03-01T02:00:00Z"}}"#);
+        let mut lines: Vec<String> = (0..11).map(event).collect();
+        lines.insert(3, "{".into());
+        lines.insert(6, String::new());
+        lines.insert(9, r#"{"customer":"c"}"#.into());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let mut store = Store::open_in_memory().unwrap();
+        let options = ImportOptions {
+            skip_invalid: true,
+            now: Utc::now(),
+        };
+        let mut bad = BadLines::default();
+        let split = Split {
+            lines: 2,
+            parsers: 3,
+        };
+        let file = ImportFile::open(&path).unwrap();
+        let summary = import_records::<EventRow>(&mut store, file, options, &mut bad, split);
+        assert_eq!(summary.unwrap().imported, 11);
+        assert_eq!(bad.0, [4, 10]);
+        let events = store.scratch(|tx| tx.events_for_customer("c", ..)).unwrap();
+        let names: Vec<_> = events.iter().map(|e| e.name.as_str()).collect();
+        let expected: Vec<_> = (0..11).map(|n| format!("e{n}")).collect();
+        assert_eq!(names, expected);
+    }
 }

@@ -27,7 +27,7 @@ pub use deliveries::{Delivery, Outcome, QueueKey, Whose};
 pub use import::{
     import, BadRow, ImportError, ImportFile, ImportObserver, ImportOptions, ImportSummary, Kind,
 };
-pub use scan::Attributes;
+pub use scan::{Attributes, Scanned};
 
 /// Failures of the store itself (as opposed to bad data in an import file).
 #[derive(Debug, thiserror::Error)]

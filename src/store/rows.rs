@@ -138,12 +138,65 @@ impl<'a> Fields<'a> {
                 out.push(',');
             }
             first = false;
-            out.push_str(&serde_json::to_string(name.as_ref()).expect("strings serialize"));
+            push_json_string(out, name);
             out.push(':');
             out.push_str(&value);
         }
         out.push('}');
         Ok(())
+    }
+}
+
+/// Appends `text` as a JSON string. Most keys need no escaping, and copying them as they are
+/// saves an allocation per key.
+fn push_json_string(out: &mut String, text: &str) {
+    if text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(&serde_json::to_string(text).expect("strings serialize"));
+    } else {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    }
+}
+
+/// An event's JSON Lines object in its usual shape: `customer`, `event` and `at` as text without
+/// escapes, maybe `properties`, nothing else. Reading it takes no [`Fields`], which makes most
+/// event lines several times cheaper; lines of any other shape are read as [`Fields`], which
+/// also says what is wrong with them.
+pub(super) struct PlainEvent<'a> {
+    pub(super) customer: &'a str,
+    pub(super) event: &'a str,
+    /// Milliseconds since the epoch.
+    pub(super) at: i64,
+    pub(super) properties: Option<Field<'a>>,
+}
+
+/// The JSON of a [`PlainEvent`]: `&str` fails on escaped text, and a key that is unknown or
+/// given twice fails too.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlainJson<'a> {
+    customer: &'a str,
+    event: &'a str,
+    at: &'a str,
+    #[serde(borrow)]
+    properties: Option<&'a RawValue>,
+}
+
+impl<'a> PlainEvent<'a> {
+    /// The event, if the line has the usual shape and its texts and time are valid.
+    pub(super) fn read(line: &'a str) -> Option<Self> {
+        let json: PlainJson = serde_json::from_str(line).ok()?;
+        let blank = |text: &str| text.trim().is_empty();
+        if blank(json.customer) || blank(json.event) {
+            return None;
+        }
+        Some(PlainEvent {
+            customer: json.customer,
+            event: json.event,
+            at: parse_time("at", json.at).ok()?.timestamp_millis(),
+            properties: json.properties.map(Field::Json),
+        })
     }
 }
 

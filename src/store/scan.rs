@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use fallible_streaming_iterator::FallibleStreamingIterator;
 use rusqlite::{Row, Rows};
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
@@ -48,16 +48,15 @@ impl Tx<'_> {
     }
 
     /// Calls `f` once per customer, in id order, with the customer as evaluation reads it:
-    /// events in time order, attributes as `attributes` asks. The customer is refilled in place
-    /// for the next one, reusing its strings, so a pass allocates next to nothing per event;
-    /// `f` may take parts of it (they are rebuilt).
+    /// events in time order, attributes still as stored (see [`Scanned`]). The customer is
+    /// refilled in place for the next one, reusing its strings, so a pass allocates next to
+    /// nothing per event; `f` may swap it for another (whose memory is then reused).
     pub fn for_each_evaluated<E: From<StoreError>>(
         &self,
-        attributes: Attributes,
-        mut f: impl FnMut(&mut eval::Customer) -> Result<(), E>,
+        mut f: impl FnMut(&mut Scanned) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut fill = Evaluated::new(attributes);
-        self.scan(&mut fill, |fill| f(&mut fill.customer))
+        let mut fill = Evaluated::default();
+        self.scan(&mut fill, |fill| f(&mut fill.scanned))
     }
 
     fn scan<F: Fill, E: From<StoreError>>(
@@ -157,10 +156,36 @@ impl Fill for Stored {
     }
 }
 
+/// A customer of a whole-audience pass: id, tags and events ready for evaluation, attributes
+/// still the stored JSON until [`Scanned::parse_attributes`]. Parsing them costs about as much
+/// as reading the rest, so a pass can leave it to the thread that evaluates.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    pub customer: eval::Customer,
+    attributes: String,
+}
+
+impl Scanned {
+    /// Parses the attributes `wanted` into `customer.attributes`. Entries of the attributes the
+    /// previous customer had are updated in place rather than rebuilt.
+    pub fn parse_attributes(&mut self, wanted: Attributes) {
+        let out = &mut self.customer.attributes;
+        // Attributes this customer lacks are left null, then removed: a null reads as no value
+        // anyway (stored attributes have none: imports merge them as removals).
+        out.values_mut().for_each(|value| *value = Json::Null);
+        // Stored attributes were checked on import; text that is not an object reads as none.
+        let _ = serde_json::Deserializer::from_str(&self.attributes).deserialize_map(Wanted {
+            wanted,
+            out: &mut *out,
+        });
+        out.retain(|_, value| !value.is_null());
+    }
+}
+
 /// Customers as evaluation reads them, refilled in place.
-struct Evaluated<'a> {
-    customer: eval::Customer,
-    attributes: Attributes<'a>,
+#[derive(Default)]
+struct Evaluated {
+    scanned: Scanned,
     /// How many of `customer.events` hold the current customer's events (the slots after them
     /// still hold an earlier customer's, until `done`).
     filled: usize,
@@ -170,41 +195,25 @@ struct Evaluated<'a> {
     names: Vec<String>,
 }
 
-impl<'a> Evaluated<'a> {
-    fn new(attributes: Attributes<'a>) -> Self {
-        Evaluated {
-            customer: eval::Customer::default(),
-            attributes,
-            filled: 0,
-            spare: Vec::new(),
-            names: Vec::new(),
-        }
-    }
-}
-
-impl Fill for Evaluated<'_> {
+impl Fill for Evaluated {
     fn customer(&mut self, id: &str, attributes: &str) -> Result<(), StoreError> {
-        let customer = &mut self.customer;
-        customer.id.clear();
-        customer.id.push_str(id);
-        customer.tags.clear();
-        customer.attributes.clear();
-        // Stored attributes were checked on import; text that is not an object reads as none.
-        let _ = serde_json::Deserializer::from_str(attributes).deserialize_map(Wanted {
-            attributes: self.attributes,
-            out: &mut customer.attributes,
-        });
+        let scanned = &mut self.scanned;
+        scanned.customer.id.clear();
+        scanned.customer.id.push_str(id);
+        scanned.customer.tags.clear();
+        scanned.attributes.clear();
+        scanned.attributes.push_str(attributes);
         self.filled = 0;
         Ok(())
     }
 
     fn tag(&mut self, tag: &str) -> Result<(), StoreError> {
-        self.customer.tags.insert(tag.to_owned());
+        self.scanned.customer.tags.insert(tag.to_owned());
         Ok(())
     }
 
     fn history(&mut self, tx: &Tx, bytes: &[u8]) -> Result<(), StoreError> {
-        let events = &mut self.customer.events;
+        let events = &mut self.scanned.customer.events;
         for packed in Decoder::new(bytes) {
             let packed = packed?;
             if self.filled == events.len() {
@@ -226,7 +235,7 @@ impl Fill for Evaluated<'_> {
     }
 
     fn done(&mut self) {
-        let events = &mut self.customer.events;
+        let events = &mut self.scanned.customer.events;
         self.spare
             .extend(events.drain(self.filled.min(events.len())..));
     }
@@ -255,7 +264,7 @@ fn fill_name(
 
 /// Reads the wanted members of a JSON object into a map, skipping the others unparsed.
 struct Wanted<'a, 'm> {
-    attributes: Attributes<'a>,
+    wanted: Attributes<'a>,
     out: &'m mut Map<String, Json>,
 }
 
@@ -268,21 +277,15 @@ impl<'de> Visitor<'de> for Wanted<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(Key(key)) = map.next_key()? {
-            if self.attributes.wants(&key) {
-                self.out.insert(key.into_owned(), map.next_value()?);
-            } else {
+            if !self.wanted.wants(&key) {
                 map.next_value::<IgnoredAny>()?;
+            } else if let Some(value) = self.out.get_mut(key.as_ref()) {
+                *value = map.next_value()?;
+            } else {
+                self.out.insert(key.into_owned(), map.next_value()?);
             }
         }
         Ok(())
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for Wanted<'_, '_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
     }
 }
 
@@ -374,8 +377,9 @@ mod tests {
                     stored.push(crate::run::to_customer(customer, std::mem::take(events)));
                     Ok::<_, StoreError>(())
                 })?;
-                tx.for_each_evaluated(Attributes::All, |customer| {
-                    evaluated.push(customer.clone());
+                tx.for_each_evaluated(|scanned| {
+                    scanned.parse_attributes(Attributes::All);
+                    evaluated.push(scanned.customer.clone());
                     Ok::<_, StoreError>(())
                 })
             })
@@ -389,17 +393,39 @@ mod tests {
     #[test]
     fn evaluation_passes_parse_only_the_attributes_asked_for() {
         let mut store = store();
-        let only = HashSet::from(["age".to_string()]);
+        let only = HashSet::from(["age".to_string(), "vip".to_string()]);
         let mut attributes = Vec::new();
         store
             .scratch(|tx| {
-                tx.for_each_evaluated(Attributes::Only(&only), |customer| {
-                    attributes.push(serde_json::Value::Object(customer.attributes.clone()));
+                tx.for_each_evaluated(|scanned| {
+                    scanned.parse_attributes(Attributes::Only(&only));
+                    attributes.push(serde_json::Value::Object(
+                        scanned.customer.attributes.clone(),
+                    ));
                     Ok::<_, StoreError>(())
                 })
             })
             .unwrap();
         assert_eq!(attributes, vec![serde_json::json!({"age": 30}); 4]);
+    }
+
+    #[test]
+    fn parsed_attributes_replace_the_previous_customers() {
+        let mut scanned = Scanned::default();
+        let mut parse = |json: &str| {
+            scanned.attributes = json.to_owned();
+            scanned.parse_attributes(Attributes::All);
+            serde_json::Value::Object(scanned.customer.attributes.clone())
+        };
+        assert_eq!(
+            parse(r#"{"a":1,"b":"x"}"#),
+            serde_json::json!({"a": 1, "b": "x"})
+        );
+        assert_eq!(
+            parse(r#"{"b":"y","c":true}"#),
+            serde_json::json!({"b": "y", "c": true})
+        );
+        assert_eq!(parse("not an object"), serde_json::json!({}));
     }
 
     #[test]
