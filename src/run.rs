@@ -183,7 +183,7 @@ fn run_in(
                 .min();
             let mut ids: BTreeSet<String> = due.into_iter().collect();
             if let Some(from) = from {
-                ids.extend(tx.customers_with_history_spanning(to_time(from), to_time(now))?);
+                ids.extend(tx.customers_with_events_between(to_time(from), to_time(now))?);
             }
             for id in ids {
                 // Events of customers never imported are kept, but not acted on.

@@ -269,3 +269,44 @@ fn estimate_counts_the_funnel() {
     ]);
     assert_eq!(unknown.status.code(), Some(1));
 }
+
+#[test]
+fn import_at_dates_the_tags_it_adds() {
+    let dir = scratch("import-at", &[
+        ("rules.nudge", "customer { phone: text? }\ncampaign \"vip\" {\n  start 2026-02-01 00:00\n  trigger on tag added \"VIP\"\n  send sms \"欢迎\"\n}\n".as_bytes()),
+        ("customers.jsonl", "{\"id\": \"a\", \"phone\": \"1\", \"tags\": [\"VIP\"]}\n".as_bytes()),
+    ]);
+    let store = dir.join("s.db");
+    let store = store.to_str().unwrap();
+    let file = dir.join("customers.jsonl");
+    let import = |at: &str| {
+        nudge(&[
+            "import",
+            "customers",
+            file.to_str().unwrap(),
+            "--store",
+            store,
+            "--at",
+            at,
+        ])
+    };
+    assert_eq!(
+        import("yesterday").status.code(),
+        Some(2),
+        "a bad instant is a usage error"
+    );
+    assert_eq!(import("2026-03-01T08:00:00Z").status.code(), Some(0));
+    let rules = dir.join("rules.nudge");
+    let run = nudge(&[
+        "run",
+        rules.to_str().unwrap(),
+        "--store",
+        store,
+        "--now",
+        "2026-03-02T00:00:00Z",
+        "--format",
+        "jsonl",
+    ]);
+    let sent: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(sent["fired_at"], "2026-03-01T08:00:00Z", "{sent}");
+}

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{plural, EXIT_ERRORS, EXIT_OK, EXIT_USAGE};
@@ -25,6 +25,11 @@ pub struct Args {
     /// Import the good rows and list the bad ones, instead of importing nothing
     #[arg(long)]
     skip_invalid: bool,
+    /// When the tags this import adds are recorded as added (their `tag_added` events, which
+    /// `on tag added` campaigns fire on): RFC 3339, default now. For back-fills and replays
+    /// whose runs use `--now` in the past.
+    #[arg(long, value_parser = super::parse_instant)]
+    at: Option<DateTime<Utc>>,
 }
 
 /// A strict import lists this many bad rows, then only counts the rest.
@@ -45,7 +50,7 @@ pub fn run(args: Args) -> u8 {
     let mut reporter = Reporter::new(&args, file.size());
     let options = ImportOptions {
         skip_invalid: args.skip_invalid,
-        now: Utc::now(),
+        now: args.at.unwrap_or_else(Utc::now),
     };
     let result = store::import(&mut store, args.kind, file, options, &mut reporter);
     reporter.bar.finish_and_clear();
