@@ -429,3 +429,36 @@ fn a_new_tag_rule_is_applied_to_every_customer_at_its_first_run() {
         .collect();
     assert_eq!(viewers, ["c0"]);
 }
+
+/// A customer's open `unless` windows are recorded as checks only for the campaign as it was;
+/// when its trigger changes between runs, the next run must look back over the window itself.
+#[test]
+fn a_changed_unless_trigger_looks_back_over_its_window() {
+    let campaign = |page: &str| {
+        let mut sources = Sources::default();
+        let rules = format!(
+            "customer {{ name: text  phone: text? }}\nevent view {{ page: text }}\nevent share\n\
+             campaign \"c\" {{\n  start 2026-03-01 00:00\n  \
+             trigger on view where page == \"{page}\" unless share within 20m\n  \
+             send sms \"hi\"\n}}\n"
+        );
+        sources.add("rules.nudge", rules);
+        let project = project::analyze(sources, &CheckOptions { now: start() });
+        assert_eq!(project.errors(), 0, "{:#?}", project.diagnostics);
+        project
+    };
+    // c0 views /home at 10:00 (kind 1), and nothing else.
+    let timeline = Timeline {
+        customers: vec![(true, false, 0, None)],
+        events: vec![(0, 1, 600, 0)],
+    };
+    let mut store = Store::open_in_memory().unwrap();
+    fill(&mut store, &timeline);
+    let at = |minutes: i64| start() + Duration::minutes(minutes);
+    // At 10:05 the campaign fires on /pricing: c0's view is no trigger, no check is recorded.
+    assert!(run_at(&campaign("/pricing"), &mut store, at(605)).is_empty());
+    // Now it fires on /home: c0's 10:00 view fires at 10:20 though c0 has no new event.
+    let emitted = run_at(&campaign("/home"), &mut store, at(625));
+    assert_eq!(emitted.len(), 1, "{emitted:?}");
+    assert_eq!(emitted[0].fired_at, at(620));
+}
