@@ -427,25 +427,6 @@ impl Cond {
             Cond::Test { .. } => {}
         }
     }
-
-    /// Calls `visit` on this condition and every condition inside it, `did … where` filters
-    /// included.
-    pub fn walk(&self, visit: &mut impl FnMut(&Cond)) {
-        visit(self);
-        match self {
-            Cond::And(a, b) | Cond::Or(a, b) => {
-                a.walk(visit);
-                b.walk(visit);
-            }
-            Cond::Not(inner) => inner.walk(visit),
-            Cond::Did(did) => {
-                if let Some(filter) = &did.filter {
-                    filter.walk(visit);
-                }
-            }
-            Cond::Const(_) | Cond::HasTag(_) | Cond::Test { .. } => {}
-        }
-    }
 }
 
 impl DidCond {

@@ -229,8 +229,8 @@ struct Candidates<'a> {
 }
 
 impl Candidates<'_> {
-    /// Processes one customer: tag rules, then every campaign, then when its rule tags must be
-    /// checked again. Tag actions record `tag_added` / `tag_removed` events that tag rules and
+    /// Processes one customer: tag rules, then every campaign, then when a run must look at it
+    /// again. Tag actions record `tag_added` / `tag_removed` events that tag rules and
     /// other campaigns' triggers must see in this run: a customer whose tags changed is
     /// processed again (each occurrence is still handled once), up to `MAX_TAG_ROUNDS` times,
     /// in case campaigns toggle a tag forever.
@@ -319,7 +319,7 @@ impl Candidates<'_> {
 /// may be anyone: no run yet, a tag rule is new or changed, or attributes or tags changed
 /// outside runs (an import). Otherwise a rule's truth moves with new events, in
 /// `(previous, now]` (which the caller reads along with the trigger events), and with the
-/// clock, at each customer's recorded tag check: the customers whose check is due are returned.
+/// clock, at each customer's recorded check: the customers whose check is due are returned.
 fn retag_scope(
     tx: &Tx,
     rules: &[TagRulePlan],
