@@ -405,7 +405,7 @@ impl Cond {
                         .take_while(|e| e.at <= at)
                         .find(|e| e.name == did.event);
                     if let Some(event) = first {
-                        out(event.at + length + 1);
+                        out(event.at.saturating_add(length).saturating_add(1));
                     }
                 }
             }
@@ -420,7 +420,7 @@ impl Cond {
                     // `within last D` window D later.
                     out(t);
                     if let WindowCond::Last(length) = window {
-                        out(t + length + 1);
+                        out(t.saturating_add(*length).saturating_add(1));
                     }
                 }
             }

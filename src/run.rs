@@ -157,9 +157,9 @@ fn run_in(
         .zip(&ranges)
         .map(|(c, r)| c.trigger.schedule_times(r.after, now))
         .collect();
-    let retag = retag_scope(tx, &plans.tag_rules, previous, now)?;
+    let checked = checked_scope(tx, &plans.tag_rules, previous, now)?;
     let schedule_fires = schedule_times.iter().any(|times| !times.is_empty());
-    let targeted = retag.filter(|_| !schedule_fires);
+    let targeted = checked.filter(|_| !schedule_fires);
     let candidates = Candidates {
         tx,
         run,
@@ -315,12 +315,13 @@ impl Candidates<'_> {
     }
 }
 
-/// The customers whose rule tags may have changed since the previous run, or `None` when that
-/// may be anyone: no run yet, a tag rule is new or changed, or attributes or tags changed
-/// outside runs (an import). Otherwise a rule's truth moves with new events, in
+/// The customers a run must read besides those with new events, or `None` when rule tags may
+/// have changed for anyone: no run yet, a tag rule is new or changed, or attributes or tags
+/// changed outside runs (an import). Otherwise a rule's truth moves with new events, in
 /// `(previous, now]` (which the caller reads along with the trigger events), and with the
-/// clock, at each customer's recorded check: the customers whose check is due are returned.
-fn retag_scope(
+/// clock, as does the end of an open `unless` window: the customers whose recorded check is
+/// due are returned.
+fn checked_scope(
     tx: &Tx,
     rules: &[TagRulePlan],
     previous: Option<Millis>,

@@ -403,21 +403,33 @@ impl<'c> Tx<'c> {
         range: impl RangeBounds<DateTime<Utc>>,
     ) -> Result<Vec<Event>, StoreError> {
         let (from, to) = millis_range(&range);
-        let mut statement = self
-            .tx
-            .prepare_cached("SELECT events FROM event_histories WHERE customer = ?1")?;
-        let mut rows = statement.query([customer])?;
-        let mut events = Vec::new();
-        if let Some(row) = rows.next()? {
-            let bytes = row.get_ref(0)?.as_blob()?;
+        let events = self.with_history(customer, |bytes| {
+            let mut events = Vec::new();
             for packed in history::Decoder::new(bytes) {
                 let packed = packed?;
                 if (from..=to).contains(&packed.at) {
                     events.push(self.event(&packed)?);
                 }
             }
+            Ok(events)
+        })?;
+        Ok(events.unwrap_or_default())
+    }
+
+    /// Calls `read` with the customer's packed history, if it has one.
+    fn with_history<T>(
+        &self,
+        customer: &str,
+        read: impl FnOnce(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut statement = self
+            .tx
+            .prepare_cached("SELECT events FROM event_histories WHERE customer = ?1")?;
+        let mut rows = statement.query([customer])?;
+        match rows.next()? {
+            Some(row) => Ok(Some(read(row.get_ref(0)?.as_blob()?)?)),
+            None => Ok(None),
         }
-        Ok(events)
     }
 
     /// An event of a history as the store's callers see it.

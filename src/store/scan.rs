@@ -121,23 +121,19 @@ impl Tx<'_> {
         after: i64,
         until: i64,
     ) -> Result<bool, StoreError> {
-        let mut statement = self
-            .tx
-            .prepare_cached("SELECT events FROM event_histories WHERE customer = ?1")?;
-        let mut rows = statement.query([customer])?;
-        let Some(row) = rows.next()? else {
-            return Ok(false);
-        };
-        for event in Decoder::new(row.get_ref(0)?.as_blob()?) {
-            let at = event?.at;
-            if at > until {
-                break;
+        let found = self.with_history(customer, |bytes| {
+            for event in Decoder::new(bytes) {
+                let at = event?.at;
+                if at > until {
+                    break;
+                }
+                if at > after {
+                    return Ok(true);
+                }
             }
-            if at > after {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+            Ok(false)
+        })?;
+        Ok(found == Some(true))
     }
 }
 
