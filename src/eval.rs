@@ -370,9 +370,9 @@ impl Cond {
     /// The earliest instant after `at` at which the condition may change its value for
     /// `customer` with the clock alone, no event or attribute changing: an event leaving a
     /// `within last` window, or a time attribute entering or leaving a window. `None` when the
-    /// clock alone never changes it. It may be early (a `where` filter or the count are not
-    /// looked at), never late: a run that re-evaluates the customer then finds the truth.
-    /// (Windows in `where` filters move with each event's own time, not with the clock.)
+    /// clock alone never changes it. It may be early (an atom changing under `and`/`or` need
+    /// not change the whole), never late: a run that re-evaluates the customer then finds the
+    /// truth. (Windows in `where` filters move with each event's own time, not with the clock.)
     pub fn next_change(&self, customer: &Customer, at: Millis) -> Option<Millis> {
         let mut next = None;
         self.clock_changes(customer, at, &mut |t| {
@@ -393,19 +393,8 @@ impl Cond {
             Cond::Not(inner) => inner.clock_changes(customer, at, out),
             Cond::Did(did) => {
                 if let Some(WindowCond::Last(length)) = did.window {
-                    // Events are in time order: the first one in the window leaves it first.
-                    let first = customer
-                        .events
-                        .iter()
-                        .skip(
-                            customer
-                                .events
-                                .partition_point(|e| e.at < at.saturating_sub(length)),
-                        )
-                        .take_while(|e| e.at <= at)
-                        .find(|e| e.name == did.event);
-                    if let Some(event) = first {
-                        out(event.at.saturating_add(length).saturating_add(1));
+                    if let Some(leaves) = did.first_leave_changing_truth(customer, at, length) {
+                        out(leaves);
                     }
                 }
             }
@@ -433,22 +422,36 @@ impl DidCond {
     /// How many of the customer's events match the event name, filter and window at `at`.
     pub fn count_at(&self, customer: &Customer, at: Millis) -> u64 {
         let (from, to) = self.window.map_or((Millis::MIN, at), |w| w.range(at));
+        self.matching(customer, from, to).count() as u64
+    }
+
+    /// The customer's events with this name that pass the filter, with times in `[from, to]`,
+    /// oldest first.
+    fn matching<'c>(
+        &'c self,
+        customer: &'c Customer,
+        from: Millis,
+        to: Millis,
+    ) -> impl Iterator<Item = &'c Event> + 'c {
         let events = &customer.events;
         let start = events.partition_point(|e| e.at < from);
         let end = events.partition_point(|e| e.at <= to);
         events[start..end.max(start)]
             .iter()
             .filter(|e| e.name == self.event)
-            .filter(|e| {
+            .filter(move |e| {
                 self.filter
                     .as_ref()
                     .is_none_or(|f| f.matches_event(customer, e))
             })
-            .count() as u64
     }
 
     pub fn eval(&self, customer: &Customer, at: Millis) -> bool {
-        let count = self.count_at(customer, at);
+        self.holds_for(self.count_at(customer, at))
+    }
+
+    /// Whether the condition holds when `count` events match.
+    fn holds_for(&self, count: u64) -> bool {
         let (mode, n) = self.count;
         let holds = match mode {
             CountMode::AtLeast => count >= n,
@@ -456,6 +459,28 @@ impl DidCond {
             CountMode::Exactly => count == n,
         };
         holds != self.negated
+    }
+
+    /// With the clock alone, matching events only leave a `within last` window of `length`,
+    /// oldest first, and the count only falls: the instant the first of them leaves after
+    /// which the count no longer gives the truth it gives at `at` (`None`: none does).
+    /// Events leaving together may skip that count; the answer is then early, never late.
+    fn first_leave_changing_truth(
+        &self,
+        customer: &Customer,
+        at: Millis,
+        length: Millis,
+    ) -> Option<Millis> {
+        let from = at.saturating_sub(length);
+        let count = self.matching(customer, from, at).count() as u64;
+        let now = self.holds_for(count);
+        let mut left = 0;
+        self.matching(customer, from, at)
+            .find(|_| {
+                left += 1;
+                self.holds_for(count - left) != now
+            })
+            .map(|event| event.at.saturating_add(length).saturating_add(1))
     }
 }
 
@@ -542,6 +567,7 @@ mod tests {
         customer { age: number  city: text  vip: bool  registered_at: time  phone: text? }
         event purchase { amount: number, sku: text }
         event share
+        event app_launch { os: text }
     "#;
 
     fn ms(text: &str) -> Millis {
@@ -617,7 +643,7 @@ mod tests {
     }
 
     #[test]
-    fn next_change_is_when_the_first_event_in_the_window_leaves_it() {
+    fn next_change_is_when_the_last_event_the_truth_needs_leaves_the_window() {
         let c = cond("not did share within last 1h or did purchase", None);
         let who = customer(&[
             ("share", "2026-03-01T09:00:00Z", Json::Null),
@@ -627,13 +653,52 @@ mod tests {
         ]);
         let at = ms("2026-03-01T10:30:00Z");
         let next = c.next_change(&who, at);
-        assert_eq!(next, Some(ms("2026-03-01T11:10:00.001Z")));
+        // The 10:10 share leaving changes nothing: one share is still in the window. (The
+        // 10:20 one leaving changes `did share`, not the whole: early, never late.)
+        assert_eq!(next, Some(ms("2026-03-01T11:20:00.001Z")));
         assert!(c.eval(&who, next.unwrap() - 1) == c.eval(&who, at));
         assert_eq!(
             c.next_change(&who, ms("2026-03-01T12:00:00Z")),
             None,
             "nothing left in the window, and `did purchase` has none"
         );
+    }
+
+    #[test]
+    fn next_change_looks_at_counts_and_filters() {
+        let events = [
+            ("app_launch", "2026-03-01T08:00:00Z", serde_json::json!({"os": "ios"})),
+            ("app_launch", "2026-03-01T09:00:00Z", serde_json::json!({"os": "android"})),
+            ("app_launch", "2026-03-01T10:00:00Z", serde_json::json!({"os": "ios"})),
+            ("app_launch", "2026-03-01T11:00:00Z", serde_json::json!({"os": "ios"})),
+        ];
+        let who = customer(&events);
+        let at = ms("2026-03-01T12:00:00Z");
+        let leaves = |hour: &str| Some(ms(&format!("2026-03-01T{hour}:00:00.001Z")));
+        let cases = [
+            // Four launches: the count falls below 3 when the second leaves.
+            ("did app_launch at least 3 times within last 6h", leaves("15")),
+            // Four launches can only become five with a new event.
+            ("did app_launch at least 5 times within last 6h", None),
+            ("did app_launch at most 2 times within last 6h", leaves("15")),
+            ("did app_launch exactly 4 times within last 6h", leaves("14")),
+            ("did app_launch exactly 3 times within last 6h", leaves("14")),
+            ("not did app_launch at least 3 times within last 6h", leaves("15")),
+            // Three of them on iOS: the 08:00 one leaving leaves two.
+            (
+                "did app_launch where os == \"ios\" at least 3 times within last 6h",
+                leaves("14"),
+            ),
+        ];
+        for (text, expected) in cases {
+            let c = cond(text, None);
+            let next = c.next_change(&who, at);
+            assert_eq!(next, expected, "{text}");
+            if let Some(next) = next {
+                assert!(c.eval(&who, next - 1) == c.eval(&who, at), "{text}");
+                assert!(c.eval(&who, next) != c.eval(&who, at), "{text}");
+            }
+        }
     }
 
     #[test]
