@@ -373,6 +373,19 @@ impl Cond {
     /// clock alone never changes it. It may be early (an atom changing under `and`/`or` need
     /// not change the whole), never late: a run that re-evaluates the customer then finds the
     /// truth. (Windows in `where` filters move with each event's own time, not with the clock.)
+    /// Calls `out` with the name of every event the condition counts.
+    pub fn event_names<'c>(&'c self, out: &mut impl FnMut(&'c str)) {
+        match self {
+            Cond::And(a, b) | Cond::Or(a, b) => {
+                a.event_names(out);
+                b.event_names(out);
+            }
+            Cond::Not(inner) => inner.event_names(out),
+            Cond::Did(did) => out(&did.event),
+            Cond::Const(_) | Cond::HasTag(_) | Cond::Test { .. } => {}
+        }
+    }
+
     pub fn next_change(&self, customer: &Customer, at: Millis) -> Option<Millis> {
         let mut next = None;
         self.clock_changes(customer, at, &mut |t| {
@@ -667,23 +680,54 @@ mod tests {
     #[test]
     fn next_change_looks_at_counts_and_filters() {
         let events = [
-            ("app_launch", "2026-03-01T08:00:00Z", serde_json::json!({"os": "ios"})),
-            ("app_launch", "2026-03-01T09:00:00Z", serde_json::json!({"os": "android"})),
-            ("app_launch", "2026-03-01T10:00:00Z", serde_json::json!({"os": "ios"})),
-            ("app_launch", "2026-03-01T11:00:00Z", serde_json::json!({"os": "ios"})),
+            (
+                "app_launch",
+                "2026-03-01T08:00:00Z",
+                serde_json::json!({"os": "ios"}),
+            ),
+            (
+                "app_launch",
+                "2026-03-01T09:00:00Z",
+                serde_json::json!({"os": "android"}),
+            ),
+            (
+                "app_launch",
+                "2026-03-01T10:00:00Z",
+                serde_json::json!({"os": "ios"}),
+            ),
+            (
+                "app_launch",
+                "2026-03-01T11:00:00Z",
+                serde_json::json!({"os": "ios"}),
+            ),
         ];
         let who = customer(&events);
         let at = ms("2026-03-01T12:00:00Z");
         let leaves = |hour: &str| Some(ms(&format!("2026-03-01T{hour}:00:00.001Z")));
         let cases = [
             // Four launches: the count falls below 3 when the second leaves.
-            ("did app_launch at least 3 times within last 6h", leaves("15")),
+            (
+                "did app_launch at least 3 times within last 6h",
+                leaves("15"),
+            ),
             // Four launches can only become five with a new event.
             ("did app_launch at least 5 times within last 6h", None),
-            ("did app_launch at most 2 times within last 6h", leaves("15")),
-            ("did app_launch exactly 4 times within last 6h", leaves("14")),
-            ("did app_launch exactly 3 times within last 6h", leaves("14")),
-            ("not did app_launch at least 3 times within last 6h", leaves("15")),
+            (
+                "did app_launch at most 2 times within last 6h",
+                leaves("15"),
+            ),
+            (
+                "did app_launch exactly 4 times within last 6h",
+                leaves("14"),
+            ),
+            (
+                "did app_launch exactly 3 times within last 6h",
+                leaves("14"),
+            ),
+            (
+                "not did app_launch at least 3 times within last 6h",
+                leaves("15"),
+            ),
             // Three of them on iOS: the 08:00 one leaving leaves two.
             (
                 "did app_launch where os == \"ios\" at least 3 times within last 6h",

@@ -16,7 +16,7 @@
 //! what one run at T2 decides: every delivery due by T1 has fired by T1.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
@@ -132,6 +132,27 @@ struct Plans {
     policy_cap: Option<Cap>,
 }
 
+impl Plans {
+    /// The event names whose arrival can change anything when no schedule fires: those that
+    /// fire or cancel an event trigger, and those tag rules count. (Audiences look at events
+    /// only when a trigger fires.)
+    fn names_that_matter(&self) -> HashSet<&str> {
+        let mut names = HashSet::new();
+        for campaign in &self.campaigns {
+            if let TriggerPlan::Event(trigger) = &campaign.trigger {
+                names.insert(trigger.event.as_str());
+                names.extend(trigger.unless.as_ref().map(|u| u.event.as_str()));
+            }
+        }
+        for rule in &self.tag_rules {
+            rule.holds.event_names(&mut |name| {
+                names.insert(name);
+            });
+        }
+        names
+    }
+}
+
 /// `tag "X" when …`.
 struct TagRulePlan {
     tag: String,
@@ -181,13 +202,25 @@ fn run_in(
                 .into_iter()
                 .chain(rules_since)
                 .min();
-            let mut ids: BTreeSet<String> = due.into_iter().collect();
+            let due: BTreeSet<String> = due.into_iter().collect();
+            let mut ids = due.clone();
             if let Some(from) = from {
                 ids.extend(tx.customers_with_events_between(to_time(from), to_time(now))?);
             }
+            // A customer whose new events are all of names nothing counts (a `share` when no
+            // trigger or tag rule looks at shares) is left alone: its check still stands.
+            let names = plans.names_that_matter();
+            let matters = |event: &store::Event| {
+                let at = event.at.timestamp_millis();
+                from.is_some_and(|from| at > from && at <= now)
+                    && names.contains(event.name.as_str())
+            };
             for id in ids {
+                let is_due = due.contains(&id);
                 // Events of customers never imported are kept, but not acted on.
-                if let Some(customer) = load_imported(tx, &id)? {
+                if let Some(customer) =
+                    load_if(tx, &id, |events| is_due || events.iter().any(matters))?
+                {
                     candidates.process(customer)?;
                 }
             }
@@ -455,10 +488,23 @@ fn load(tx: &Tx, id: &str) -> Result<Customer, StoreError> {
 
 /// The customer as the store has it now, if it was imported.
 fn load_imported(tx: &Tx, id: &str) -> Result<Option<Customer>, StoreError> {
+    load_if(tx, id, |_| true)
+}
+
+/// The customer as the store has it now, if it was imported and its events pass `wanted`.
+/// The events are read first: a customer left alone costs one read.
+fn load_if(
+    tx: &Tx,
+    id: &str,
+    wanted: impl FnOnce(&[store::Event]) -> bool,
+) -> Result<Option<Customer>, StoreError> {
+    let events = tx.events_for_customer(id, ..)?;
+    if !wanted(&events) {
+        return Ok(None);
+    }
     let Some(stored) = tx.customer(id)? else {
         return Ok(None);
     };
-    let events = tx.events_for_customer(id, ..)?;
     Ok(Some(to_customer(&stored, events)))
 }
 

@@ -909,11 +909,11 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
             })
             .unwrap()
     };
-    assert_eq!(version(&mut store), 5);
+    assert_eq!(version(&mut store), 6);
     drop(store);
     // Opening again migrates nothing.
     let mut store = Store::open(&db).unwrap();
-    assert_eq!(version(&mut store), 5);
+    assert_eq!(version(&mut store), 6);
     let mode: String = store
         .scratch(|tx| {
             Ok::<_, StoreError>(
@@ -935,7 +935,7 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
     drop(store);
     let error = Store::open(&db).err().unwrap();
     assert!(
-        matches!(error, StoreError::UnknownSchema { found: 7, known: 5 }),
+        matches!(error, StoreError::UnknownSchema { found: 7, known: 6 }),
         "{error}"
     );
 }
