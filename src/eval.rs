@@ -367,12 +367,6 @@ impl Cond {
         self.eval_in(customer, Some(event), event.at)
     }
 
-    /// The earliest instant after `at` at which the condition may change its value for
-    /// `customer` with the clock alone, no event or attribute changing: an event leaving a
-    /// `within last` window, or a time attribute entering or leaving a window. `None` when the
-    /// clock alone never changes it. It may be early (an atom changing under `and`/`or` need
-    /// not change the whole), never late: a run that re-evaluates the customer then finds the
-    /// truth. (Windows in `where` filters move with each event's own time, not with the clock.)
     /// Calls `out` with the name of every event the condition counts.
     pub fn event_names<'c>(&'c self, out: &mut impl FnMut(&'c str)) {
         match self {
@@ -386,6 +380,13 @@ impl Cond {
         }
     }
 
+    /// The earliest instant after `at` at which the condition may change its value for
+    /// `customer` with the clock alone, no event or attribute changing: events leaving a
+    /// `within last` window until the count no longer gives the current truth, or a time
+    /// attribute entering or leaving a window. `None` when the
+    /// clock alone never changes it. It may be early (an atom changing under `and`/`or` need
+    /// not change the whole), never late: a run that re-evaluates the customer then finds the
+    /// truth. (Windows in `where` filters move with each event's own time, not with the clock.)
     pub fn next_change(&self, customer: &Customer, at: Millis) -> Option<Millis> {
         let mut next = None;
         self.clock_changes(customer, at, &mut |t| {
