@@ -215,15 +215,16 @@ fn run_in(
                 from.is_some_and(|from| at > from && at <= now)
                     && names.contains(event.name.as_str())
             };
-            for id in ids {
-                let is_due = due.contains(&id);
+            let ids: Vec<String> = ids.into_iter().collect();
+            tx.for_customers(&ids, |id, stored, events| {
                 // Events of customers never imported are kept, but not acted on.
-                if let Some(customer) =
-                    load_if(tx, &id, |events| is_due || events.iter().any(matters))?
-                {
-                    candidates.process(customer)?;
+                match stored {
+                    Some(stored) if due.contains(id) || events.iter().any(matters) => {
+                        candidates.process(to_customer(&stored, events))
+                    }
+                    _ => Ok(()),
                 }
-            }
+            })?;
         }
         None => {
             // A schedule fires for the whole audience, or tag rules must be recomputed for
@@ -488,24 +489,10 @@ fn load(tx: &Tx, id: &str) -> Result<Customer, StoreError> {
 
 /// The customer as the store has it now, if it was imported.
 fn load_imported(tx: &Tx, id: &str) -> Result<Option<Customer>, StoreError> {
-    load_if(tx, id, |_| true)
-}
-
-/// The customer as the store has it now, if it was imported and its events pass `wanted`.
-/// The events are read first: a customer left alone costs one read.
-fn load_if(
-    tx: &Tx,
-    id: &str,
-    wanted: impl FnOnce(&[store::Event]) -> bool,
-) -> Result<Option<Customer>, StoreError> {
-    let events = tx.events_for_customer(id, ..)?;
-    if !wanted(&events) {
-        return Ok(None);
-    }
     let Some(stored) = tx.customer(id)? else {
         return Ok(None);
     };
-    Ok(Some(to_customer(&stored, events)))
+    Ok(Some(to_customer(&stored, tx.events_for_customer(id, ..)?)))
 }
 
 /// Where a campaign's occurrences begin — its `start`, else the `now` of the first run that saw

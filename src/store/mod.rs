@@ -9,6 +9,7 @@ mod bulk;
 mod deliveries;
 mod history;
 mod import;
+mod read_ahead;
 mod rows;
 mod scan;
 mod schema;
@@ -126,6 +127,17 @@ impl Store {
 const STATEMENT_CACHE: usize = 128;
 
 fn configure(conn: Connection) -> rusqlite::Result<Connection> {
+    let conn = configure_reader(conn)?;
+    conn.execute_batch(
+        "PRAGMA page_size = 16384;
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;",
+    )?;
+    Ok(conn)
+}
+
+/// What every connection needs, read-only ones included.
+fn configure_reader(conn: Connection) -> rusqlite::Result<Connection> {
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // Without the query planner stability guarantee, SQLite marks some statements (the
@@ -133,12 +145,7 @@ fn configure(conn: Connection) -> rusqlite::Result<Connection> {
     // bound values change, and a cached statement is reset with its bindings cleared: each
     // use would parse and plan it again (measured: 17% of an incremental run's time).
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-    conn.execute_batch(
-        "PRAGMA page_size = 16384;
-         PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -65536;",
-    )?;
+    conn.execute_batch("PRAGMA cache_size = -65536;")?;
     Ok(conn)
 }
 
@@ -246,24 +253,7 @@ impl<'c> Tx<'c> {
 
     /// One customer with its attributes and tags.
     pub fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
-        let attributes: Option<String> = self
-            .tx
-            .prepare_cached("SELECT attributes FROM customers WHERE id = ?1")?
-            .query_row([id], |row| row.get(0))
-            .optional()?;
-        let Some(attributes) = attributes else {
-            return Ok(None);
-        };
-        let tags = self
-            .tx
-            .prepare_cached("SELECT tag FROM tags WHERE customer = ?1 ORDER BY tag")?
-            .query_map([id], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(Some(Customer {
-            id: id.to_owned(),
-            attributes,
-            tags,
-        }))
+        customer_rows(&self.tx, id)
     }
 
     /// Tags the customer; when the tag is new, also records the built-in `tag_added` event at
@@ -402,17 +392,20 @@ impl<'c> Tx<'c> {
         range: impl RangeBounds<DateTime<Utc>>,
     ) -> Result<Vec<Event>, StoreError> {
         let (from, to) = millis_range(&range);
-        let events = self.with_history(customer, |bytes| {
-            let mut events = Vec::new();
-            for packed in history::Decoder::new(bytes) {
-                let packed = packed?;
-                if (from..=to).contains(&packed.at) {
-                    events.push(self.event(&packed)?);
-                }
-            }
-            Ok(events)
-        })?;
+        let events = self.with_history(customer, |bytes| self.decode_events(bytes, from, to))?;
         Ok(events.unwrap_or_default())
+    }
+
+    /// The events of a packed history at instants within `from..=to`.
+    fn decode_events(&self, bytes: &[u8], from: i64, to: i64) -> Result<Vec<Event>, StoreError> {
+        let mut events = Vec::new();
+        for packed in history::Decoder::new(bytes) {
+            let packed = packed?;
+            if (from..=to).contains(&packed.at) {
+                events.push(self.event(&packed)?);
+            }
+        }
+        Ok(events)
     }
 
     /// Calls `read` with the customer's packed history, if it has one.
@@ -421,9 +414,7 @@ impl<'c> Tx<'c> {
         customer: &str,
         read: impl FnOnce(&[u8]) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
-        let mut statement = self
-            .tx
-            .prepare_cached("SELECT events FROM event_histories WHERE customer = ?1")?;
+        let mut statement = self.tx.prepare_cached(HISTORY)?;
         let mut rows = statement.query([customer])?;
         match rows.next()? {
             Some(row) => Ok(Some(read(row.get_ref(0)?.as_blob()?)?)),
@@ -575,6 +566,39 @@ fn time(row: &Row, column: usize) -> rusqlite::Result<DateTime<Utc>> {
 
 fn conversion_error(column: usize, stored: Type, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, stored, message.into())
+}
+
+/// A customer's packed history.
+const HISTORY: &str = "SELECT events FROM event_histories WHERE customer = ?1";
+
+/// One customer with its attributes and tags, read over `conn`.
+fn customer_rows(conn: &Connection, id: &str) -> Result<Option<Customer>, StoreError> {
+    let attributes: Option<String> = conn
+        .prepare_cached("SELECT attributes FROM customers WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()?;
+    let Some(attributes) = attributes else {
+        return Ok(None);
+    };
+    let tags = conn
+        .prepare_cached("SELECT tag FROM tags WHERE customer = ?1 ORDER BY tag")?
+        .query_map([id], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(Customer {
+        id: id.to_owned(),
+        attributes,
+        tags,
+    }))
+}
+
+/// Appends the customer's packed history to `out` (nothing if it has no events).
+fn history_bytes(conn: &Connection, id: &str, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    let mut statement = conn.prepare_cached(HISTORY)?;
+    let mut rows = statement.query([id])?;
+    if let Some(row) = rows.next()? {
+        out.extend_from_slice(row.get_ref(0)?.as_blob()?);
+    }
+    Ok(())
 }
 
 /// The inclusive millisecond range of stored times that fall in `range`.
