@@ -33,7 +33,9 @@ use crate::deliver::{
 use crate::eval::{to_time, Compiler, Cond, Customer, Event, Millis, Properties};
 use crate::print::duration;
 use crate::project::Project;
-use crate::store::{self, Delivery, Outcome, QueueKey, RunId, Store, StoreError, Tx, Whose};
+use crate::store::{
+    self, Attributes, Delivery, Outcome, QueueKey, RunId, Store, StoreError, Tx, Whose,
+};
 use crate::trigger::{Occurrence, TriggerPlan};
 
 pub struct RunOptions {
@@ -210,28 +212,27 @@ fn run_in(
             // A customer whose new events are all of names nothing counts (a `share` when no
             // trigger or tag rule looks at shares) is left alone: its check still stands.
             let names = plans.names_that_matter();
-            let matters = |event: &store::Event| {
-                let at = event.at.timestamp_millis();
-                from.is_some_and(|from| at > from && at <= now)
+            let matters = |event: &Event| {
+                from.is_some_and(|from| event.at > from && event.at <= now)
                     && names.contains(event.name.as_str())
             };
             let ids: Vec<String> = ids.into_iter().collect();
-            tx.for_customers(&ids, |id, stored, events| {
-                // Events of customers never imported are kept, but not acted on.
-                match stored {
-                    Some(stored) if due.contains(id) || events.iter().any(matters) => {
-                        candidates.process(to_customer(&stored, events))
-                    }
-                    _ => Ok(()),
+            tx.for_customers(&ids, |scanned| {
+                let customer = &scanned.customer;
+                if due.contains(&customer.id) || customer.events.iter().any(matters) {
+                    scanned.parse_attributes(Attributes::All);
+                    candidates.process(&mut scanned.customer)?;
                 }
+                Ok::<_, RunError>(())
             })?;
         }
         None => {
             // A schedule fires for the whole audience, or tag rules must be recomputed for
             // everyone: every customer is read once, and records its check anew.
             tx.clear_checks()?;
-            tx.for_each_customer(|stored, events| {
-                candidates.process(to_customer(stored, std::mem::take(events)))
+            tx.for_each_evaluated(|scanned| {
+                scanned.parse_attributes(Attributes::All);
+                candidates.process(&mut scanned.customer)
             })?;
         }
     }
@@ -268,26 +269,28 @@ impl Candidates<'_> {
     /// other campaigns' triggers must see in this run: a customer whose tags changed is
     /// processed again (each occurrence is still handled once), up to `MAX_TAG_ROUNDS` times,
     /// in case campaigns toggle a tag forever.
-    fn process(&self, mut customer: Customer) -> Result<(), RunError> {
+    /// The customer is taken out of `customer` when kept for the release pass (see
+    /// [`Recent`]); otherwise its buffers are left for the next one.
+    fn process(&self, customer: &mut Customer) -> Result<(), RunError> {
         let mut occurred = false;
         for _ in 0..MAX_TAG_ROUNDS {
-            if self.apply_tag_rules(&mut customer)? {
-                customer = load(self.tx, &customer.id)?;
+            if self.apply_tag_rules(customer)? {
+                *customer = load(self.tx, &customer.id)?;
             }
             let mut tags_changed = false;
             let campaigns = self.plans.campaigns.iter();
             for ((campaign, range), times) in campaigns.zip(self.ranges).zip(self.schedule_times) {
-                for occurrence in campaign.occurrences(&customer, range, times, self.now) {
+                for occurrence in campaign.occurrences(customer, range, times, self.now) {
                     occurred = true;
-                    tags_changed |= campaign.decide(self.tx, self.run, &customer, &occurrence)?;
+                    tags_changed |= campaign.decide(self.tx, self.run, customer, &occurrence)?;
                 }
             }
             if !tags_changed {
                 break;
             }
-            customer = load(self.tx, &customer.id)?;
+            *customer = load(self.tx, &customer.id)?;
         }
-        self.record_check(&customer)?;
+        self.record_check(customer)?;
         if occurred {
             self.recent.keep(customer);
         }
@@ -421,9 +424,11 @@ struct Recent(RefCell<HashMap<String, Rc<Customer>>>);
 const RECENT_CUSTOMERS: usize = 4096;
 
 impl Recent {
-    fn keep(&self, customer: Customer) {
+    /// Keeps the customer (taking it out of `customer`) if there is room.
+    fn keep(&self, customer: &mut Customer) {
         let mut kept = self.0.borrow_mut();
         if kept.len() < RECENT_CUSTOMERS {
+            let customer = std::mem::take(customer);
             kept.insert(customer.id.clone(), Rc::new(customer));
         }
     }

@@ -654,12 +654,16 @@ fn streaming_yields_each_customer_with_its_tags_and_events_in_order() {
     let mut seen = Vec::new();
     store
         .scratch(|tx| {
-            tx.for_each_customer(|customer, events| {
-                let times: Vec<_> = events
+            tx.for_each_evaluated(|scanned| {
+                let customer = &scanned.customer;
+                let times: Vec<_> = customer
+                    .events
                     .iter()
-                    .map(|e| (e.name.clone(), (e.at - at).num_minutes()))
+                    .map(|e| (e.name.clone(), (e.at - at.timestamp_millis()) / 60_000))
                     .collect();
-                seen.push((customer.id.clone(), customer.tags.clone(), times));
+                let mut tags: Vec<String> = customer.tags.iter().cloned().collect();
+                tags.sort();
+                seen.push((customer.id.clone(), tags, times));
                 Ok::<_, StoreError>(())
             })
         })

@@ -253,7 +253,15 @@ impl<'c> Tx<'c> {
 
     /// One customer with its attributes and tags.
     pub fn customer(&self, id: &str) -> Result<Option<Customer>, StoreError> {
-        customer_rows(&self.tx, id)
+        let mut customer = Customer {
+            id: id.to_owned(),
+            ..Customer::default()
+        };
+        if !attributes_into(&self.tx, id, &mut customer.attributes)? {
+            return Ok(None);
+        }
+        tags_into(&self.tx, id, &mut customer.tags)?;
+        Ok(Some(customer))
     }
 
     /// Tags the customer; when the tag is new, also records the built-in `tag_added` event at
@@ -571,24 +579,26 @@ fn conversion_error(column: usize, stored: Type, message: String) -> rusqlite::E
 /// A customer's packed history.
 const HISTORY: &str = "SELECT events FROM event_histories WHERE customer = ?1";
 
-/// One customer with its attributes and tags, read over `conn`.
-fn customer_rows(conn: &Connection, id: &str) -> Result<Option<Customer>, StoreError> {
-    let attributes: Option<String> = conn
-        .prepare_cached("SELECT attributes FROM customers WHERE id = ?1")?
-        .query_row([id], |row| row.get(0))
-        .optional()?;
-    let Some(attributes) = attributes else {
-        return Ok(None);
+/// Reads the customer's attributes (JSON text) into `out`; false if it was never imported.
+fn attributes_into(conn: &Connection, id: &str, out: &mut String) -> Result<bool, StoreError> {
+    let mut statement = conn.prepare_cached("SELECT attributes FROM customers WHERE id = ?1")?;
+    let mut rows = statement.query([id])?;
+    out.clear();
+    let Some(row) = rows.next()? else {
+        return Ok(false);
     };
-    let tags = conn
-        .prepare_cached("SELECT tag FROM tags WHERE customer = ?1 ORDER BY tag")?
-        .query_map([id], |row| row.get(0))?
-        .collect::<Result<_, _>>()?;
-    Ok(Some(Customer {
-        id: id.to_owned(),
-        attributes,
-        tags,
-    }))
+    out.push_str(row.get_ref(0)?.as_str()?);
+    Ok(true)
+}
+
+/// Appends the customer's tags to `out`, in byte order.
+fn tags_into(conn: &Connection, id: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
+    let mut statement =
+        conn.prepare_cached("SELECT tag FROM tags WHERE customer = ?1 ORDER BY tag")?;
+    for tag in statement.query_map([id], |row| row.get(0))? {
+        out.push(tag?);
+    }
+    Ok(())
 }
 
 /// Appends the customer's packed history to `out` (nothing if it has no events).

@@ -14,7 +14,8 @@ use std::sync::mpsc;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{configure_reader, Customer, Event, StoreError, Tx};
+use super::scan::{Evaluated, Fill, Scanned};
+use super::{configure_reader, StoreError, Tx};
 
 /// How many customers the reading thread may be ahead of the run: enough to ride out a
 /// customer that takes long to decide, small enough to keep memory flat.
@@ -27,34 +28,51 @@ const AHEAD: usize = 256;
 /// 60 MB heavier.
 const READER_CACHE_KIB: u32 = 4096;
 
-/// A customer's rows as stored: its attributes and tags if it was imported, and its packed
-/// history (empty without events).
+/// A customer's rows as stored: whether it was imported, its attributes (JSON text) and tags,
+/// and its packed history (empty without events). Refilled for each customer, reusing buffers.
 #[derive(Default)]
 struct Rows {
-    customer: Option<Customer>,
+    imported: bool,
+    attributes: String,
+    tags: Vec<String>,
     history: Vec<u8>,
 }
 
-/// Reads `id`'s rows into `rows` (the history's buffer is reused).
+/// Reads `id`'s rows into `rows`.
 fn read(conn: &Connection, id: &str, rows: &mut Rows) -> Result<(), StoreError> {
-    rows.customer = super::customer_rows(conn, id)?;
+    rows.imported = super::attributes_into(conn, id, &mut rows.attributes)?;
+    rows.tags.clear();
+    if rows.imported {
+        super::tags_into(conn, id, &mut rows.tags)?;
+    }
     rows.history.clear();
     super::history_bytes(conn, id, &mut rows.history)?;
     Ok(())
 }
 
 impl Tx<'_> {
-    /// Calls `each` with every customer of `ids`, in that order: the customer if it was imported
-    /// (`None` if it has events only) and all its events. The rows are read on a second thread
-    /// when the store is a file, on this thread otherwise; either way `each` runs here.
+    /// Calls `each` with every customer of `ids` that was imported, in that order, as
+    /// evaluation reads it (see [`Scanned`]; events of customers never imported are not read
+    /// for anyone). The customer is refilled in place for the next one, as in
+    /// [`Tx::for_each_evaluated`]. The rows are read on a second thread when the store is a
+    /// file, on this thread otherwise; either way `each` runs here.
     pub fn for_customers<E: From<StoreError>>(
         &self,
         ids: &[String],
-        mut each: impl FnMut(&str, Option<Customer>, Vec<Event>) -> Result<(), E>,
+        mut each: impl FnMut(&mut Scanned) -> Result<(), E>,
     ) -> Result<(), E> {
+        let mut fill = Evaluated::default();
         let mut hand = |id: &str, rows: &mut Rows| -> Result<(), E> {
-            let events = self.decode_events(&rows.history, i64::MIN, i64::MAX)?;
-            each(id, rows.customer.take(), events)
+            if !rows.imported {
+                return Ok(());
+            }
+            fill.customer(id, &rows.attributes)?;
+            for tag in &rows.tags {
+                fill.tag(tag)?;
+            }
+            fill.history(self, &rows.history)?;
+            fill.done();
+            each(&mut fill.scanned)
         };
         let file = self.tx.path().filter(|path| !path.is_empty());
         let (Some(path), true) = (file, ids.len() > 1) else {

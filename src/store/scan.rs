@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use super::history::{self, Decoder};
-use super::{Customer, Event, StoreError, Tx};
+use super::{StoreError, Tx};
 use crate::eval;
 
 /// Which customer attributes a pass parses: evaluating a few campaigns reads a handful of
@@ -37,16 +37,6 @@ impl Attributes<'_> {
 }
 
 impl Tx<'_> {
-    /// Calls `f` once per customer, in id order, with its tags and its events in time order.
-    /// `f` may take the events out of the buffer (it is refilled for the next customer).
-    pub fn for_each_customer<E: From<StoreError>>(
-        &self,
-        mut f: impl FnMut(&Customer, &mut Vec<Event>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let mut fill = Stored::default();
-        self.scan(&mut fill, |fill| f(&fill.customer, &mut fill.events))
-    }
-
     /// Calls `f` once per customer, in id order, with the customer as evaluation reads it:
     /// events in time order, attributes still as stored (see [`Scanned`]). The customer is
     /// refilled in place for the next one, reusing its strings, so a pass allocates next to
@@ -142,7 +132,7 @@ fn text<'r>(row: &'r Row, column: usize) -> Result<&'r str, StoreError> {
 }
 
 /// Receives one customer of a pass, part by part.
-trait Fill {
+pub(super) trait Fill {
     /// Starts the next customer (tags and events empty).
     fn customer(&mut self, id: &str, attributes: &str) -> Result<(), StoreError>;
     fn tag(&mut self, tag: &str) -> Result<(), StoreError>;
@@ -150,37 +140,6 @@ trait Fill {
     fn history(&mut self, tx: &Tx, bytes: &[u8]) -> Result<(), StoreError>;
     /// The customer is complete.
     fn done(&mut self) {}
-}
-
-/// Customers as the store's own types.
-#[derive(Default)]
-struct Stored {
-    customer: Customer,
-    events: Vec<Event>,
-}
-
-impl Fill for Stored {
-    fn customer(&mut self, id: &str, attributes: &str) -> Result<(), StoreError> {
-        self.customer.id.clear();
-        self.customer.id.push_str(id);
-        self.customer.attributes.clear();
-        self.customer.attributes.push_str(attributes);
-        self.customer.tags.clear();
-        self.events.clear();
-        Ok(())
-    }
-
-    fn tag(&mut self, tag: &str) -> Result<(), StoreError> {
-        self.customer.tags.push(tag.to_owned());
-        Ok(())
-    }
-
-    fn history(&mut self, tx: &Tx, bytes: &[u8]) -> Result<(), StoreError> {
-        for packed in Decoder::new(bytes) {
-            self.events.push(tx.event(&packed?)?);
-        }
-        Ok(())
-    }
 }
 
 /// A customer of a whole-audience pass: id, tags and events ready for evaluation, attributes
@@ -211,8 +170,8 @@ impl Scanned {
 
 /// Customers as evaluation reads them, refilled in place.
 #[derive(Default)]
-struct Evaluated {
-    scanned: Scanned,
+pub(super) struct Evaluated {
+    pub(super) scanned: Scanned,
     /// How many of `customer.events` hold the current customer's events (the slots after them
     /// still hold an earlier customer's, until `done`).
     filled: usize,
@@ -368,7 +327,10 @@ mod tests {
 
     /// Customers a..e with 3, 0, 5, 1, 2 events (e is not imported), tags on a and c.
     fn store() -> Store {
-        let mut store = Store::open_in_memory().unwrap();
+        filled(Store::open_in_memory().unwrap())
+    }
+
+    fn filled(mut store: Store) -> Store {
         store
             .transaction(|tx| {
                 let attributes = serde_json::json!({"city": "上海", "age": 30});
@@ -394,16 +356,43 @@ mod tests {
         store
     }
 
-    #[test]
-    fn evaluation_passes_refill_customers_as_the_stored_ones_read() {
-        let mut store = store();
-        let (mut stored, mut evaluated) = (Vec::new(), Vec::new());
+    /// Every customer as one read of its own gives it (`None` for ids never imported).
+    fn one_by_one(store: &mut Store, ids: &[String]) -> Vec<eval::Customer> {
         store
             .scratch(|tx| {
-                tx.for_each_customer(|customer, events| {
-                    stored.push(crate::run::to_customer(customer, std::mem::take(events)));
+                let mut customers = Vec::new();
+                for id in ids {
+                    if let Some(stored) = tx.customer(id)? {
+                        let events = tx.events_for_customer(id, ..)?;
+                        customers.push(crate::run::to_customer(&stored, events));
+                    }
+                }
+                Ok::<_, StoreError>(customers)
+            })
+            .unwrap()
+    }
+
+    /// What `for_customers` hands out for `ids`, attributes parsed.
+    fn by_id(store: &mut Store, ids: &[String]) -> Vec<eval::Customer> {
+        let mut customers = Vec::new();
+        store
+            .scratch(|tx| {
+                tx.for_customers(ids, |scanned| {
+                    scanned.parse_attributes(Attributes::All);
+                    customers.push(scanned.customer.clone());
                     Ok::<_, StoreError>(())
-                })?;
+                })
+            })
+            .unwrap();
+        customers
+    }
+
+    #[test]
+    fn evaluation_passes_refill_customers_as_single_reads_read_them() {
+        let mut store = store();
+        let mut evaluated = Vec::new();
+        store
+            .scratch(|tx| {
                 tx.for_each_evaluated(|scanned| {
                     scanned.parse_attributes(Attributes::All);
                     evaluated.push(scanned.customer.clone());
@@ -413,8 +402,23 @@ mod tests {
             .unwrap();
         let counts: Vec<_> = evaluated.iter().map(|c| c.events.len()).collect();
         assert_eq!(counts, [4, 0, 6, 1], "a and c also have their tag events");
-        assert_eq!(evaluated, stored);
+        let ids: Vec<String> = ["a", "b", "c", "d"].map(String::from).into();
+        assert_eq!(evaluated, one_by_one(&mut store, &ids));
         assert_eq!(evaluated[2].events[4].properties.map()["n"], 3);
+    }
+
+    #[test]
+    fn customers_read_by_id_are_those_single_reads_give_in_memory_and_from_a_file() {
+        // Out of order, repeated, never imported ("e" has events only, "z" nothing): in a file
+        // the rows are read on a second thread, in memory on the caller's.
+        let ids: Vec<String> = ["d", "e", "a", "z", "c", "b", "a"].map(String::from).into();
+        let mut memory = store();
+        let expected = one_by_one(&mut memory, &ids);
+        assert_eq!(expected.len(), 5);
+        assert_eq!(by_id(&mut memory, &ids), expected);
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = filled(Store::open(dir.path().join("store.db")).unwrap());
+        assert_eq!(by_id(&mut file, &ids), expected);
     }
 
     #[test]
