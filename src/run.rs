@@ -217,6 +217,7 @@ fn run_in(
                     && names.contains(event.name.as_str())
             };
             let ids: Vec<String> = ids.into_iter().collect();
+            tx.limit_cache(TARGETED_CACHE_KIB)?;
             tx.for_customers(&ids, |scanned| {
                 let customer = &scanned.customer;
                 if due.contains(&customer.id) || customer.events.iter().any(matters) {
@@ -442,6 +443,9 @@ impl Recent {
         Ok(Rc::new(load(tx, id)?))
     }
 }
+
+/// The page cache of a run that reads only some customers (see [`Tx::limit_cache`]).
+const TARGETED_CACHE_KIB: u32 = 4096;
 
 /// How many times quiet hours and pace may move one delivery in turn.
 const MAX_POLICY_MOVES: usize = 16;

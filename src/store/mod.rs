@@ -473,6 +473,18 @@ impl<'c> Tx<'c> {
             .optional()?)
     }
 
+    /// Limits this connection's page cache to `kib` KiB for the rest of its life. For work that
+    /// reads most pages once, such as a run that reads only the customers with something new:
+    /// every page the cache keeps is memory the process must take fresh from the system, which
+    /// costs more than reading the page again from the OS's file cache (measured on the
+    /// incremental-run benchmark: a 64 MB cache 0.36–0.40 s, 8 MB 0.26–0.31 s, 4 MB
+    /// 0.26–0.28 s). Dirty pages beyond it go to the WAL file before the commit.
+    pub fn limit_cache(&self, kib: u32) -> Result<(), StoreError> {
+        self.tx
+            .execute_batch(&format!("PRAGMA cache_size = -{kib}"))?;
+        Ok(())
+    }
+
     pub fn set_state(&self, key: &str, value: i64) -> Result<(), StoreError> {
         self.tx
             .prepare_cached("INSERT OR REPLACE INTO store_state (key, value) VALUES (?1, ?2)")?
