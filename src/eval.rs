@@ -11,10 +11,12 @@
 //! A test on a missing attribute or property is false (only `is not set` is true for it).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::DateTime;
 use chrono_tz::Tz;
 use serde_json::{Map, Value as Json};
+use smallvec::SmallVec;
 
 use crate::ast::*;
 use crate::check::{instant, Schema};
@@ -32,24 +34,29 @@ pub fn to_time(ms: Millis) -> DateTime<chrono::Utc> {
 pub struct Event {
     /// The store's identity of the event: stable across runs, so it keys trigger occurrences.
     pub id: i64,
-    pub name: String,
+    /// Shared by every event of that name a pass reads: reading an event allocates nothing.
+    pub name: Arc<str>,
     pub at: Millis,
     pub properties: Properties,
 }
 
 /// An event's properties as stored (a JSON object), parsed on first use: most events are only
 /// counted, and parsing every one would dominate whole-audience evaluation. The text is kept as
-/// bytes, checked as UTF-8 only by that parse.
+/// bytes, checked as UTF-8 only by that parse; short texts (most of a shop's: a page, an
+/// amount) are kept inline, so reading an event allocates nothing.
 #[derive(Clone, Debug, Default)]
 pub struct Properties {
-    raw: Vec<u8>,
+    raw: SmallVec<[u8; INLINE_PROPERTIES]>,
     parsed: std::sync::OnceLock<Map<String, Json>>,
 }
+
+/// Properties texts up to this many bytes are kept inside the event.
+const INLINE_PROPERTIES: usize = 32;
 
 impl Properties {
     pub fn new(raw: String) -> Properties {
         Properties {
-            raw: raw.into_bytes(),
+            raw: SmallVec::from_vec(raw.into_bytes()),
             parsed: std::sync::OnceLock::new(),
         }
     }
@@ -72,7 +79,7 @@ impl Properties {
 impl From<Map<String, Json>> for Properties {
     fn from(map: Map<String, Json>) -> Properties {
         Properties {
-            raw: Json::Object(map.clone()).to_string().into_bytes(),
+            raw: SmallVec::from_vec(Json::Object(map.clone()).to_string().into_bytes()),
             parsed: std::sync::OnceLock::from(map),
         }
     }
@@ -452,7 +459,7 @@ impl DidCond {
         let end = events.partition_point(|e| e.at <= to);
         events[start..end.max(start)]
             .iter()
-            .filter(|e| e.name == self.event)
+            .filter(|e| *e.name == *self.event)
             .filter(move |e| {
                 self.filter
                     .as_ref()
@@ -629,7 +636,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (name, at, props))| Event {
                     id: i as i64,
-                    name: name.to_string(),
+                    name: (*name).into(),
                     at: ms(at),
                     properties: props.as_object().cloned().unwrap_or_default().into(),
                 })

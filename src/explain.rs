@@ -387,7 +387,7 @@ impl CampaignView<'_> {
                 .and_then(|i| self.customer.events.get(i))
                 .map(|e| EventRef {
                     id: e.id,
-                    name: e.name.clone(),
+                    name: e.name.to_string(),
                     at: show(e.at),
                 }),
             audience: verdict.audience.as_ref().is_none_or(|a| a.holds),

@@ -214,7 +214,7 @@ fn run_in(
             let names = plans.names_that_matter();
             let matters = |event: &Event| {
                 from.is_some_and(|from| event.at > from && event.at <= now)
-                    && names.contains(event.name.as_str())
+                    && names.contains(&*event.name)
             };
             let ids: Vec<String> = ids.into_iter().collect();
             tx.limit_cache(TARGETED_CACHE_KIB)?;
@@ -1259,7 +1259,7 @@ pub fn to_customer(stored: &store::Customer, events: Vec<store::Event>) -> Custo
             .into_iter()
             .map(|e| Event {
                 id: e.id,
-                name: e.name,
+                name: e.name.into(),
                 at: e.at.timestamp_millis(),
                 properties: Properties::new(e.properties),
             })

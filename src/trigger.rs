@@ -303,7 +303,7 @@ impl EventTrigger {
         customer: &Customer,
         event: &Event,
     ) -> bool {
-        event.name == name
+        *event.name == *name
             && filter
                 .as_ref()
                 .is_none_or(|f| f.matches_event(customer, event))

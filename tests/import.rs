@@ -659,7 +659,7 @@ fn streaming_yields_each_customer_with_its_tags_and_events_in_order() {
                 let times: Vec<_> = customer
                     .events
                     .iter()
-                    .map(|e| (e.name.clone(), (e.at - at.timestamp_millis()) / 60_000))
+                    .map(|e| (e.name.to_string(), (e.at - at.timestamp_millis()) / 60_000))
                     .collect();
                 let mut tags: Vec<String> = customer.tags.iter().cloned().collect();
                 tags.sort();

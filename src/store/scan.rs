@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use fallible_streaming_iterator::FallibleStreamingIterator;
@@ -178,7 +179,7 @@ pub(super) struct Evaluated {
     /// Event slots not in use, kept for their strings.
     spare: Vec<eval::Event>,
     /// Event names by id, copied from the transaction's as they are met.
-    names: Vec<String>,
+    names: Vec<Option<Arc<str>>>,
 }
 
 impl Fill for Evaluated {
@@ -205,7 +206,7 @@ impl Fill for Evaluated {
             if self.filled == events.len() {
                 events.push(self.spare.pop().unwrap_or_else(|| eval::Event {
                     id: 0,
-                    name: String::new(),
+                    name: Arc::from(""),
                     at: 0,
                     properties: eval::Properties::default(),
                 }));
@@ -213,7 +214,7 @@ impl Fill for Evaluated {
             let event = &mut events[self.filled];
             event.id = packed.id;
             event.at = packed.at;
-            fill_name(&mut self.names, tx, packed.name, &mut event.name)?;
+            event.name = name(&mut self.names, tx, packed.name)?;
             event.properties.set_raw(packed.properties);
             self.filled += 1;
         }
@@ -227,25 +228,19 @@ impl Fill for Evaluated {
     }
 }
 
-/// Copies the name of an event into `out`, from `names` or, for a name not met yet, from the
-/// transaction (whose cache is shared with writers, so it is borrowed only on a miss).
-fn fill_name(
-    names: &mut Vec<String>,
-    tx: &Tx,
-    id: u32,
-    out: &mut String,
-) -> Result<(), StoreError> {
+/// The name of an event, from `names` or, for a name not met yet, from the transaction (whose
+/// cache is shared with writers, so it is borrowed only on a miss).
+fn name(names: &mut Vec<Option<Arc<str>>>, tx: &Tx, id: u32) -> Result<Arc<str>, StoreError> {
     let index = id as usize;
-    if names.get(index).is_none_or(String::is_empty) {
-        let name = history::with_name(&tx.names, &tx.tx, id, str::to_owned)?;
-        if names.len() <= index {
-            names.resize(index + 1, String::new());
-        }
-        names[index] = name;
+    if let Some(Some(name)) = names.get(index) {
+        return Ok(Arc::clone(name));
     }
-    out.clear();
-    out.push_str(&names[index]);
-    Ok(())
+    let name: Arc<str> = history::with_name(&tx.names, &tx.tx, id, |name| Arc::from(name))?;
+    if names.len() <= index {
+        names.resize(index + 1, None);
+    }
+    names[index] = Some(Arc::clone(&name));
+    Ok(name)
 }
 
 /// Reads the wanted members of a JSON object into a map, skipping the others unparsed.
