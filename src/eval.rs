@@ -100,6 +100,17 @@ pub struct Customer {
     pub events: Vec<Event>,
 }
 
+impl Customer {
+    /// Adds an event where it belongs in time order (after the events at the same instant with
+    /// smaller ids, as the store orders them).
+    pub fn insert_event(&mut self, event: Event) {
+        let at = self
+            .events
+            .partition_point(|e| (e.at, e.id) <= (event.at, event.id));
+        self.events.insert(at, event);
+    }
+}
+
 /// A compiled condition.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Cond {
@@ -595,6 +606,29 @@ mod tests {
         DateTime::parse_from_rfc3339(text)
             .unwrap()
             .timestamp_millis()
+    }
+
+    #[test]
+    fn an_inserted_event_goes_where_the_store_orders_it() {
+        let event = |id, at| Event {
+            id,
+            name: "view".into(),
+            at,
+            properties: Properties::default(),
+        };
+        let mut customer = Customer {
+            events: vec![event(1, 10), event(5, 20), event(2, 30)],
+            ..Customer::default()
+        };
+        customer.insert_event(event(9, 20));
+        customer.insert_event(event(3, 20));
+        customer.insert_event(event(7, 40));
+        customer.insert_event(event(8, 0));
+        let order: Vec<_> = customer.events.iter().map(|e| (e.at, e.id)).collect();
+        assert_eq!(
+            order,
+            [(0, 8), (10, 1), (20, 3), (20, 5), (20, 9), (30, 2), (40, 7)]
+        );
     }
 
     /// Compiles `segment s = EXPR` in a project with SCHEMA (and `policy { timezone ZONE }`).

@@ -267,18 +267,18 @@ struct Candidates<'a> {
 
 impl Candidates<'_> {
     /// Processes one customer: tag rules, then every campaign, then when a run must look at it
-    /// again. Tag actions record `tag_added` / `tag_removed` events that tag rules and
-    /// other campaigns' triggers must see in this run: a customer whose tags changed is
+    /// again. Tag changes record `tag_added` / `tag_removed` events that tag rules and other
+    /// campaigns' triggers must see in this run: tag rules apply theirs to the customer in
+    /// memory as well; a customer whose tags a campaign's actions changed is read again and
     /// processed again (each occurrence is still handled once), up to `MAX_TAG_ROUNDS` times,
     /// in case campaigns toggle a tag forever.
+    ///
     /// The customer is taken out of `customer` when kept for the release pass (see
     /// [`Recent`]); otherwise its buffers are left for the next one.
     fn process(&self, customer: &mut Customer) -> Result<(), RunError> {
         let mut occurred = false;
         for _ in 0..MAX_TAG_ROUNDS {
-            if self.apply_tag_rules(customer)? {
-                *customer = load(self.tx, &customer.id)?;
-            }
+            self.apply_tag_rules(customer)?;
             let mut tags_changed = false;
             let campaigns = self.plans.campaigns.iter();
             for ((campaign, range), times) in campaigns.zip(self.ranges).zip(self.schedule_times) {
@@ -325,10 +325,9 @@ impl Candidates<'_> {
     }
 
     /// Recomputes the rule tags as of `now`, in file order, until none changes (a rule may test
-    /// a tag another rule sets). Returns whether any membership changed.
-    fn apply_tag_rules(&self, customer: &mut Customer) -> Result<bool, StoreError> {
+    /// a tag another rule sets), in the store and in `customer`.
+    fn apply_tag_rules(&self, customer: &mut Customer) -> Result<(), StoreError> {
         let at = to_time(self.now);
-        let mut changed_any = false;
         for _ in 0..=self.plans.tag_rules.len() {
             let mut changed = false;
             for rule in &self.plans.tag_rules {
@@ -336,21 +335,24 @@ impl Candidates<'_> {
                 if holds == customer.tags.contains(&rule.tag) {
                     continue;
                 }
-                if holds {
-                    self.tx.add_tag(&customer.id, &rule.tag, at)?;
+                let recorded = if holds {
                     customer.tags.insert(rule.tag.clone());
+                    self.tx.add_tag(&customer.id, &rule.tag, at)?
                 } else {
-                    self.tx.remove_tag(&customer.id, &rule.tag, at)?;
                     customer.tags.remove(&rule.tag);
+                    self.tx.remove_tag(&customer.id, &rule.tag, at)?
+                };
+                // The customer in memory stays as the store has it: tags and their events.
+                if let Some(event) = recorded {
+                    customer.insert_event(to_event(event));
                 }
                 changed = true;
             }
-            changed_any |= changed;
             if !changed {
                 break;
             }
         }
-        Ok(changed_any)
+        Ok(())
     }
 }
 
@@ -857,11 +859,12 @@ impl CampaignPlan {
         let fired = to_time(occurrence.fired_at);
         let mut tags_changed = false;
         for (add, tag) in self.common.tags.iter().chain(arm_tags) {
-            tags_changed |= if *add {
+            let recorded = if *add {
                 tx.add_tag(&customer.id, tag, fired)?
             } else {
                 tx.remove_tag(&customer.id, tag, fired)?
             };
+            tags_changed |= recorded.is_some();
         }
         Ok(tags_changed)
     }
@@ -1269,15 +1272,17 @@ pub fn to_customer(stored: &store::Customer, events: Vec<store::Event>) -> Custo
         id: stored.id.clone(),
         attributes: serde_json::from_str(&stored.attributes).unwrap_or_default(),
         tags: stored.tags.iter().cloned().collect(),
-        events: events
-            .into_iter()
-            .map(|e| Event {
-                id: e.id,
-                name: e.name.into(),
-                at: e.at.timestamp_millis(),
-                properties: Properties::new(e.properties),
-            })
-            .collect(),
+        events: events.into_iter().map(to_event).collect(),
+    }
+}
+
+/// A stored event as evaluation reads it.
+fn to_event(event: store::Event) -> Event {
+    Event {
+        id: event.id,
+        name: event.name.into(),
+        at: event.at.timestamp_millis(),
+        properties: Properties::new(event.properties),
     }
 }
 

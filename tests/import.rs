@@ -726,10 +726,10 @@ fn tags_are_added_and_removed_once_with_their_events() {
     let at = t("2026-03-01T10:00:00Z");
     store
         .transaction(|tx| {
-            assert!(tx.add_tag("c", "VIP", at)?);
-            assert!(!tx.add_tag("c", "VIP", at)?);
-            assert!(tx.remove_tag("c", "VIP", at)?);
-            assert!(!tx.remove_tag("c", "VIP", at)?);
+            assert!(tx.add_tag("c", "VIP", at)?.is_some());
+            assert!(tx.add_tag("c", "VIP", at)?.is_none());
+            assert!(tx.remove_tag("c", "VIP", at)?.is_some());
+            assert!(tx.remove_tag("c", "VIP", at)?.is_none());
             let names: Vec<_> = tx
                 .events_for_customer("c", ..)?
                 .into_iter()

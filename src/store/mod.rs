@@ -265,13 +265,13 @@ impl<'c> Tx<'c> {
     }
 
     /// Tags the customer; when the tag is new, also records the built-in `tag_added` event at
-    /// `at`, which `on tag added` triggers see. Returns whether the tag was new.
+    /// `at`, which `on tag added` triggers see. Returns that event, if the tag was new.
     pub fn add_tag(
         &self,
         customer: &str,
         tag: &str,
         at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Event>, StoreError> {
         let added = self
             .tx
             .prepare_cached(
@@ -283,13 +283,13 @@ impl<'c> Tx<'c> {
     }
 
     /// Removes the tag; when the customer had it, also records the built-in `tag_removed` event
-    /// at `at`. Returns whether the customer had the tag.
+    /// at `at`. Returns that event, if the customer had the tag.
     pub fn remove_tag(
         &self,
         customer: &str,
         tag: &str,
         at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Event>, StoreError> {
         let removed = self
             .tx
             .prepare_cached("DELETE FROM tags WHERE customer = ?1 AND tag = ?2")?
@@ -300,21 +300,28 @@ impl<'c> Tx<'c> {
     fn record_tag_change(
         &self,
         changed: bool,
-        event: &str,
+        name: &str,
         customer: &str,
         tag: &str,
         at: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        if changed {
-            let properties = serde_json::json!({ "tag": tag }).to_string();
-            self.add_event(&NewEvent {
-                customer,
-                name: event,
-                at,
-                properties: &properties,
-            })?;
+    ) -> Result<Option<Event>, StoreError> {
+        if !changed {
+            return Ok(None);
         }
-        Ok(changed)
+        let properties = serde_json::json!({ "tag": tag }).to_string();
+        let id = self.add_event(&NewEvent {
+            customer,
+            name,
+            at,
+            properties: &properties,
+        })?;
+        Ok(Some(Event {
+            id,
+            name: name.to_owned(),
+            // As stored: to the millisecond.
+            at: instant(millis(at))?,
+            properties,
+        }))
     }
 
     /// Records that `employee` added the customer at `added_at` (a later record of the same pair
