@@ -128,10 +128,14 @@ const STATEMENT_CACHE: usize = 128;
 
 fn configure(conn: Connection) -> rusqlite::Result<Connection> {
     let conn = configure_reader(conn)?;
+    // The cache size after the page size: set before it on a new store, importing customers
+    // peaked at 300 MB instead of 150 (measured), as if the 64 MB had become 16,384 pages of
+    // the default 4 KB and then 16,384 pages of 16 KB.
     conn.execute_batch(
         "PRAGMA page_size = 16384;
          PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = NORMAL;",
+         PRAGMA synchronous = NORMAL;
+         PRAGMA cache_size = -65536;",
     )?;
     Ok(conn)
 }
@@ -145,7 +149,6 @@ fn configure_reader(conn: Connection) -> rusqlite::Result<Connection> {
     // bound values change, and a cached statement is reset with its bindings cleared: each
     // use would parse and plan it again (measured: 17% of an incremental run's time).
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
-    conn.execute_batch("PRAGMA cache_size = -65536;")?;
     Ok(conn)
 }
 
