@@ -225,8 +225,16 @@ impl Fill for Evaluated {
         let events = &mut self.scanned.customer.events;
         self.spare
             .extend(events.drain(self.filled.min(events.len())..));
+        // Events added to a customer after it was filled (a run's tag events) come back here
+        // as slots too: without a bound, a run over a million customers kept one per tag
+        // change (measured: 76 → 262 MB).
+        self.spare.truncate(SPARE_EVENTS);
     }
 }
+
+/// At most how many unused event slots a pass keeps (more than any customer is likely to need
+/// at once; a customer with more simply allocates the rest).
+const SPARE_EVENTS: usize = 4096;
 
 /// The name of an event, from `names` or, for a name not met yet, from the transaction (whose
 /// cache is shared with writers, so it is borrowed only on a miss).
@@ -414,6 +422,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut file = filled(Store::open(dir.path().join("store.db")).unwrap());
         assert_eq!(by_id(&mut file, &ids), expected);
+    }
+
+    #[test]
+    fn spare_event_slots_stay_bounded_when_customers_gain_events_after_their_fill() {
+        let mut fill = Evaluated::default();
+        for round in 0..5 {
+            fill.customer("a", "{}").unwrap();
+            fill.done();
+            // As a run's tag rules do: events added to the filled customer.
+            let event = eval::Event {
+                id: round,
+                name: Arc::from("tag_added"),
+                at: 0,
+                properties: eval::Properties::default(),
+            };
+            fill.scanned.customer.events.extend(vec![event; 3000]);
+        }
+        assert_eq!(fill.spare.len(), SPARE_EVENTS);
     }
 
     #[test]
