@@ -410,7 +410,9 @@ impl<'c> Tx<'c> {
         range: impl RangeBounds<DateTime<Utc>>,
     ) -> Result<Vec<Event>, StoreError> {
         let (from, to) = millis_range(&range);
-        let events = self.with_history(customer, |bytes| self.decode_events(bytes, from, to))?;
+        let events = with_history(&self.tx, customer, |bytes| {
+            self.decode_events(bytes, from, to)
+        })?;
         Ok(events.unwrap_or_default())
     }
 
@@ -424,20 +426,6 @@ impl<'c> Tx<'c> {
             }
         }
         Ok(events)
-    }
-
-    /// Calls `read` with the customer's packed history, if it has one.
-    fn with_history<T>(
-        &self,
-        customer: &str,
-        read: impl FnOnce(&[u8]) -> Result<T, StoreError>,
-    ) -> Result<Option<T>, StoreError> {
-        let mut statement = self.tx.prepare_cached(HISTORY)?;
-        let mut rows = statement.query([customer])?;
-        match rows.next()? {
-            Some(row) => Ok(Some(read(row.get_ref(0)?.as_blob()?)?)),
-            None => Ok(None),
-        }
     }
 
     /// An event of a history as the store's callers see it.
@@ -487,8 +475,9 @@ impl<'c> Tx<'c> {
     /// reads most pages once, such as a run that reads only the customers with something new:
     /// every page the cache keeps is memory the process must take fresh from the system, which
     /// costs more than reading the page again from the OS's file cache (measured on the
-    /// incremental-run benchmark: a 64 MB cache 0.36–0.40 s, 8 MB 0.26–0.31 s, 4 MB
-    /// 0.26–0.28 s). Dirty pages beyond it go to the WAL file before the commit.
+    /// incremental-run benchmark with the store in memory, three runs each: a 64 MB cache
+    /// 0.36–0.61 s, 8 MB 0.26–0.31 s, 4 MB 0.26–0.28 s). Dirty pages beyond it go to the WAL
+    /// file before the commit.
     pub fn limit_cache(&self, kib: u32) -> Result<(), StoreError> {
         self.tx
             .execute_batch(&format!("PRAGMA cache_size = -{kib}"))?;
@@ -598,9 +587,6 @@ fn conversion_error(column: usize, stored: Type, message: String) -> rusqlite::E
     rusqlite::Error::FromSqlConversionFailure(column, stored, message.into())
 }
 
-/// A customer's packed history.
-const HISTORY: &str = "SELECT events FROM event_histories WHERE customer = ?1";
-
 /// Reads the customer's attributes (JSON text) into `out`; false if it was never imported.
 fn attributes_into(conn: &Connection, id: &str, out: &mut String) -> Result<bool, StoreError> {
     let mut statement = conn.prepare_cached("SELECT attributes FROM customers WHERE id = ?1")?;
@@ -623,14 +609,19 @@ fn tags_into(conn: &Connection, id: &str, out: &mut Vec<String>) -> Result<(), S
     Ok(())
 }
 
-/// Appends the customer's packed history to `out` (nothing if it has no events).
-fn history_bytes(conn: &Connection, id: &str, out: &mut Vec<u8>) -> Result<(), StoreError> {
-    let mut statement = conn.prepare_cached(HISTORY)?;
-    let mut rows = statement.query([id])?;
-    if let Some(row) = rows.next()? {
-        out.extend_from_slice(row.get_ref(0)?.as_blob()?);
+/// Calls `read` with the customer's packed history, read over `conn`, if it has one.
+fn with_history<T>(
+    conn: &Connection,
+    customer: &str,
+    read: impl FnOnce(&[u8]) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut statement =
+        conn.prepare_cached("SELECT events FROM event_histories WHERE customer = ?1")?;
+    let mut rows = statement.query([customer])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(read(row.get_ref(0)?.as_blob()?)?)),
+        None => Ok(None),
     }
-    Ok(())
 }
 
 /// The inclusive millisecond range of stored times that fall in `range`.

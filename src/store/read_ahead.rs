@@ -46,7 +46,10 @@ fn read(conn: &Connection, id: &str, rows: &mut Rows) -> Result<(), StoreError> 
         super::tags_into(conn, id, &mut rows.tags)?;
     }
     rows.history.clear();
-    super::history_bytes(conn, id, &mut rows.history)?;
+    super::with_history(conn, id, |bytes| {
+        rows.history.extend_from_slice(bytes);
+        Ok(())
+    })?;
     Ok(())
 }
 

@@ -112,7 +112,7 @@ impl Tx<'_> {
         after: i64,
         until: i64,
     ) -> Result<bool, StoreError> {
-        let found = self.with_history(customer, |bytes| {
+        let found = super::with_history(&self.tx, customer, |bytes| {
             for event in Decoder::new(bytes) {
                 let at = event?.at;
                 if at > until {
