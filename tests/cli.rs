@@ -211,6 +211,35 @@ fn the_demo_runs_end_to_end() {
 }
 
 #[test]
+fn a_run_prints_its_deliveries_only_once_they_are_on_disk() {
+    use std::io::BufRead;
+    let store = std::env::temp_dir().join(format!("nudge-cli-durable-{}.db", std::process::id()));
+    let store_arg = store.to_str().unwrap();
+    let demo = nudge(&["demo", "--customers", "300", "--store", store_arg]);
+    assert_eq!(demo.status.code(), Some(0));
+    let mut run = Command::new(env!("CARGO_BIN_EXE_nudge"))
+        .args(["run", "rules", "--store", store_arg, "--format", "jsonl"])
+        .args(["--now", "2026-11-20T00:00:00Z"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(run.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The first delivery is out: the store was already closed, its WAL checkpointed (synced
+    // into the database file) and removed.
+    let wal = std::path::PathBuf::from(format!("{store_arg}-wal"));
+    assert!(
+        !wal.exists(),
+        "the WAL is still there when `{first}` is printed"
+    );
+    assert!(first.starts_with('{'), "a delivery: {first}");
+    assert!(run.wait().unwrap().success());
+    let _ = std::fs::remove_file(&store);
+}
+
+#[test]
 fn estimate_counts_the_funnel() {
     let dir = scratch("estimate", &[
         ("rules.nudge", "customer { age: number }\nevent buy\ncampaign \"c\" {\n  audience customer.age >= 18 and did buy\n  exclude has tag \"blocked\"\n  trigger on buy\n  send task \"call\" assign [\"a\"]\n}\n".as_bytes()),
