@@ -77,26 +77,30 @@ impl Tx<'_> {
             fill.done();
             each(&mut fill.scanned)
         };
-        let file = self.tx.path().filter(|path| !path.is_empty());
-        let (Some(path), true) = (file, ids.len() > 1) else {
+        let in_turn = |hand: &mut dyn FnMut(&str, &mut Rows) -> Result<(), E>| {
             let mut rows = Rows::default();
             for id in ids {
                 read(&self.tx, id, &mut rows)?;
                 hand(id, &mut rows)?;
             }
-            return Ok(());
+            Ok(())
+        };
+        let file = self.tx.path().filter(|path| !path.is_empty());
+        let (Some(path), true) = (file, ids.len() > 1) else {
+            return in_turn(&mut hand);
         };
         std::thread::scope(|scope| {
             let (ahead, arrived) = mpsc::sync_channel(AHEAD);
             let (give_back, returned) = mpsc::channel::<Rows>();
-            std::thread::Builder::new()
+            let reader = std::thread::Builder::new()
                 .name("nudge-reader".into())
                 .spawn_scoped(scope, move || {
                     read_ahead(Path::new(path), ids, &ahead, &returned)
-                })
-                .map_err(|error| {
-                    StoreError::Damaged(format!("cannot start a thread to read customers: {error}"))
-                })?;
+                });
+            if reader.is_err() {
+                // No thread to be had (a process limit): the same reads, in turn.
+                return in_turn(&mut hand);
+            }
             for id in ids {
                 let mut rows = arrived
                     .recv()
