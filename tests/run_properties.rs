@@ -290,6 +290,65 @@ fn a_run_that_fails_part_way_changes_nothing() {
 }
 
 #[test]
+fn a_targeted_run_that_fails_part_way_changes_nothing() {
+    // Only events fire: the second run reads just the customers with new events, on the
+    // reading thread of a store file, and fails while deciding the third of them.
+    let project = events_only_project();
+    let timeline = Timeline {
+        customers: (0..4).map(|_| (true, true, 0, None)).collect(),
+        events: (0..4)
+            .flat_map(|c| [(c, 0, 60, 0), (c, 0, 600, 0)])
+            .collect(),
+    };
+    let (first, second) = (start() + Duration::hours(5), start() + Duration::days(1));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let mut store = Store::open(&path).unwrap();
+    fill(&mut store, &timeline);
+    let mut fresh = Store::open_in_memory().unwrap();
+    fill(&mut fresh, &timeline);
+    assert_eq!(
+        sorted(run_at(&project, &mut store, first)),
+        sorted(run_at(&project, &mut fresh, first))
+    );
+    store
+        .transaction(|tx| -> Result<(), nudge::store::StoreError> {
+            tx.connection().execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON deliveries WHEN NEW.customer = 'c2'
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let before = counts(&mut store);
+    let failed = run(
+        &project,
+        &mut store,
+        &RunOptions {
+            now: second,
+            dry_run: false,
+        },
+    );
+    assert!(failed.is_err());
+    drop(store);
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(
+        counts(&mut store),
+        before,
+        "the failed run left the store as it was"
+    );
+    store
+        .transaction(|tx| -> Result<(), nudge::store::StoreError> {
+            tx.connection().execute_batch("DROP TRIGGER poison")?;
+            Ok(())
+        })
+        .unwrap();
+    let got = run_at(&project, &mut store, second);
+    assert!(got.iter().any(|e| e.customer == "c2"), "{got:?}");
+    assert_eq!(sorted(got), sorted(run_at(&project, &mut fresh, second)));
+}
+
+#[test]
 fn a_dry_run_changes_nothing() {
     let project = project();
     let timeline = Timeline {
