@@ -227,6 +227,49 @@ fn counts(store: &mut Store) -> (i64, i64, i64, i64) {
         .unwrap()
 }
 
+/// Runs at `now` with one customer's deliveries poisoned (`c2`): the run fails after others
+/// were recorded. Checks that the store, opened again, is as it was, and returns it cured.
+fn fails_part_way(
+    project: &nudge::Project,
+    mut store: Store,
+    path: &std::path::Path,
+    now: DateTime<Utc>,
+) -> Store {
+    store
+        .transaction(|tx| -> Result<(), nudge::store::StoreError> {
+            tx.connection().execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON deliveries WHEN NEW.customer = 'c2'
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let before = counts(&mut store);
+    let failed = run(
+        project,
+        &mut store,
+        &RunOptions {
+            now,
+            dry_run: false,
+        },
+    );
+    assert!(failed.is_err());
+    drop(store);
+    let mut store = Store::open(path).unwrap();
+    assert_eq!(
+        counts(&mut store),
+        before,
+        "a failed run must leave the store as it was"
+    );
+    store
+        .transaction(|tx| -> Result<(), nudge::store::StoreError> {
+            tx.connection().execute_batch("DROP TRIGGER poison")?;
+            Ok(())
+        })
+        .unwrap();
+    store
+}
+
 #[test]
 fn a_run_that_fails_part_way_changes_nothing() {
     let project = project();
@@ -247,40 +290,8 @@ fn a_run_that_fails_part_way_changes_nothing() {
     let _ = std::fs::remove_file(&path);
     let mut store = Store::open(&path).unwrap();
     fill(&mut store, &timeline);
-    let before = counts(&mut store);
-    // Poison one customer's deliveries: the run fails after others were recorded.
-    store
-        .transaction(|tx| -> Result<(), nudge::store::StoreError> {
-            tx.connection().execute_batch(
-                "CREATE TRIGGER poison BEFORE INSERT ON deliveries WHEN NEW.customer = 'c2'
-                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-            )?;
-            Ok(())
-        })
-        .unwrap();
     let now = start() + Duration::days(2);
-    let failed = run(
-        &project,
-        &mut store,
-        &RunOptions {
-            now,
-            dry_run: false,
-        },
-    );
-    assert!(failed.is_err());
-    drop(store);
-    let mut store = Store::open(&path).unwrap();
-    assert_eq!(
-        counts(&mut store),
-        before,
-        "a failed run must leave the store as it was"
-    );
-    store
-        .transaction(|tx| -> Result<(), nudge::store::StoreError> {
-            tx.connection().execute_batch("DROP TRIGGER poison")?;
-            Ok(())
-        })
-        .unwrap();
+    let mut store = fails_part_way(&project, store, &path, now);
     let emitted = run_at(&project, &mut store, now);
 
     let mut fresh = Store::open_in_memory().unwrap();
@@ -311,38 +322,7 @@ fn a_targeted_run_that_fails_part_way_changes_nothing() {
         sorted(run_at(&project, &mut store, first)),
         sorted(run_at(&project, &mut fresh, first))
     );
-    store
-        .transaction(|tx| -> Result<(), nudge::store::StoreError> {
-            tx.connection().execute_batch(
-                "CREATE TRIGGER poison BEFORE INSERT ON deliveries WHEN NEW.customer = 'c2'
-                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-            )?;
-            Ok(())
-        })
-        .unwrap();
-    let before = counts(&mut store);
-    let failed = run(
-        &project,
-        &mut store,
-        &RunOptions {
-            now: second,
-            dry_run: false,
-        },
-    );
-    assert!(failed.is_err());
-    drop(store);
-    let mut store = Store::open(&path).unwrap();
-    assert_eq!(
-        counts(&mut store),
-        before,
-        "the failed run left the store as it was"
-    );
-    store
-        .transaction(|tx| -> Result<(), nudge::store::StoreError> {
-            tx.connection().execute_batch("DROP TRIGGER poison")?;
-            Ok(())
-        })
-        .unwrap();
+    let mut store = fails_part_way(&project, store, &path, second);
     let got = run_at(&project, &mut store, second);
     assert!(got.iter().any(|e| e.customer == "c2"), "{got:?}");
     assert_eq!(sorted(got), sorted(run_at(&project, &mut fresh, second)));
