@@ -425,6 +425,36 @@ mod tests {
     }
 
     #[test]
+    fn reads_by_id_span_batches_and_keep_each_customers_tags_with_it() {
+        // More ids than one batch of the reading statements takes, with a customer of two tags
+        // on either side of each batch boundary.
+        let batch = crate::store::read_ahead::BATCH;
+        let mut ids: Vec<String> = ["a", "b", "c", "d", "e", "z", "a"]
+            .iter()
+            .cycle()
+            .take(2 * batch + 3)
+            .map(|id| id.to_string())
+            .collect();
+        for boundary in [batch, 2 * batch] {
+            ids[boundary - 1] = "a".into();
+            ids[boundary] = "a".into();
+        }
+        let second_tag = |mut store: Store| {
+            store
+                .transaction(|tx| tx.add_tag("a", "老客", at(5)).map(drop))
+                .unwrap();
+            store
+        };
+        let mut memory = second_tag(store());
+        let expected = one_by_one(&mut memory, &ids);
+        assert_eq!(expected[0].tags.len(), 2);
+        assert_eq!(by_id(&mut memory, &ids), expected);
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = second_tag(filled(Store::open(dir.path().join("store.db")).unwrap()));
+        assert_eq!(by_id(&mut file, &ids), expected);
+    }
+
+    #[test]
     fn spare_event_slots_stay_bounded_when_customers_gain_events_after_their_fill() {
         let mut fill = Evaluated::default();
         for round in 0..5 {
