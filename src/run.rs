@@ -190,7 +190,6 @@ fn run_in(
         ranges: &ranges,
         schedule_times: &schedule_times,
         now,
-        checks_cleared: targeted.is_none(),
         recent: Recent::default(),
     };
     match targeted {
@@ -222,7 +221,7 @@ fn run_in(
                 let customer = &scanned.customer;
                 if due.contains(&customer.id) || customer.events.iter().any(matters) {
                     scanned.parse_attributes(Attributes::All);
-                    candidates.process(&mut scanned.customer)?;
+                    candidates.process(&mut scanned.customer, scanned.stored_check)?;
                 }
                 Ok::<_, RunError>(())
             })?;
@@ -233,7 +232,7 @@ fn run_in(
             tx.clear_checks()?;
             tx.for_each_evaluated(|scanned| {
                 scanned.parse_attributes(Attributes::All);
-                candidates.process(&mut scanned.customer)
+                candidates.process(&mut scanned.customer, None)
             })?;
         }
     }
@@ -259,9 +258,6 @@ struct Candidates<'a> {
     ranges: &'a [Range],
     schedule_times: &'a [Vec<Millis>],
     now: Millis,
-    /// Whether the store's checks were all forgotten at the start of this pass (it visits
-    /// everyone): a customer with none due need not delete its own.
-    checks_cleared: bool,
     recent: Recent,
 }
 
@@ -274,8 +270,13 @@ impl Candidates<'_> {
     /// in case campaigns toggle a tag forever.
     ///
     /// The customer is taken out of `customer` when kept for the release pass (see
-    /// [`Recent`]); otherwise its buffers are left for the next one.
-    fn process(&self, customer: &mut Customer) -> Result<(), RunError> {
+    /// [`Recent`]); otherwise its buffers are left for the next one. `stored_check` is its
+    /// check as the store had it when it was read (`None` once checks are cleared).
+    fn process(
+        &self,
+        customer: &mut Customer,
+        stored_check: Option<Millis>,
+    ) -> Result<(), RunError> {
         let mut occurred = false;
         for _ in 0..MAX_TAG_ROUNDS {
             self.apply_tag_rules(customer)?;
@@ -292,7 +293,7 @@ impl Candidates<'_> {
             }
             *customer = load(self.tx, &customer.id)?;
         }
-        self.record_check(customer)?;
+        self.record_check(customer, stored_check)?;
         if occurred {
             self.recent.keep(customer);
         }
@@ -300,8 +301,9 @@ impl Candidates<'_> {
     }
 
     /// Records when a later run must look at the customer again even if it has no new event:
-    /// its rule tags may change with the clock alone, or an `unless` window closes.
-    fn record_check(&self, customer: &Customer) -> Result<(), StoreError> {
+    /// its rule tags may change with the clock alone, or an `unless` window closes. A check
+    /// the store already has is not written again.
+    fn record_check(&self, customer: &Customer, stored: Option<Millis>) -> Result<(), StoreError> {
         let tags = self
             .plans
             .tag_rules
@@ -319,7 +321,7 @@ impl Candidates<'_> {
                     _ => None,
                 });
         match tags.chain(pending).min() {
-            None if self.checks_cleared => Ok(()),
+            next if next == stored => Ok(()),
             next => self.tx.set_check(&customer.id, next.map(to_time)),
         }
     }

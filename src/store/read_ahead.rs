@@ -39,16 +39,20 @@ struct Rows {
     attributes: String,
     tags: Vec<String>,
     history: Vec<u8>,
+    /// When a run must next look at it, as stored (see [`Tx::set_check`]).
+    check: Option<i64>,
 }
 
 /// How many ids one execution of the reading statements covers.
 pub(super) const BATCH: usize = 1024;
 
 /// The customers of a list (a JSON array), in its order: attributes (NULL when never
-/// imported) and packed history (NULL without events).
-const CUSTOMERS: &str = "SELECT ids.key, c.attributes, h.events FROM json_each(?1) AS ids
+/// imported), packed history (NULL without events) and check (NULL without one).
+const CUSTOMERS: &str = "SELECT ids.key, c.attributes, h.events, k.due_at
+    FROM json_each(?1) AS ids
     LEFT JOIN customers AS c ON c.id = ids.value
-    LEFT JOIN event_histories AS h ON h.customer = ids.value";
+    LEFT JOIN event_histories AS h ON h.customer = ids.value
+    LEFT JOIN customer_checks AS k ON k.customer = ids.value";
 
 /// The tags of the customers of a list, in its order, then in byte order.
 const TAGS: &str = "SELECT ids.key, t.tag FROM json_each(?1) AS ids
@@ -104,6 +108,7 @@ fn read_customer(
     if let Some(history) = row.get_ref(2)?.as_blob_or_null()? {
         rows.history.extend_from_slice(history);
     }
+    rows.check = row.get(3)?;
     Ok(())
 }
 
@@ -136,6 +141,7 @@ impl Tx<'_> {
             }
             fill.history(self, &rows.history)?;
             fill.done();
+            fill.scanned.stored_check = rows.check;
             each(&mut fill.scanned)
         };
         let in_turn = |hand: &mut dyn FnMut(&str, &mut Rows) -> Result<(), E>| {

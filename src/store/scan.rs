@@ -149,6 +149,10 @@ pub(super) trait Fill {
 #[derive(Debug, Default)]
 pub struct Scanned {
     pub customer: eval::Customer,
+    /// When a run must next look at the customer, as stored (milliseconds): read along with
+    /// the customers of a targeted run, so that an unchanged check is not written again;
+    /// `None` in a whole-audience pass, which clears every check first.
+    pub stored_check: Option<i64>,
     attributes: String,
 }
 
@@ -452,6 +456,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut file = second_tag(filled(Store::open(dir.path().join("store.db")).unwrap()));
         assert_eq!(by_id(&mut file, &ids), expected);
+    }
+
+    #[test]
+    fn customers_read_by_id_come_with_their_stored_check() {
+        let dir = tempfile::tempdir().unwrap();
+        for mut store in [
+            store(),
+            filled(Store::open(dir.path().join("store.db")).unwrap()),
+        ] {
+            store
+                .transaction(|tx| tx.set_check("c", Some(at(90))))
+                .unwrap();
+            let ids: Vec<String> = ["a", "c", "d"].map(String::from).into();
+            let mut checks = Vec::new();
+            store
+                .scratch(|tx| {
+                    tx.for_customers(&ids, |scanned| {
+                        checks.push(scanned.stored_check);
+                        Ok::<_, StoreError>(())
+                    })
+                })
+                .unwrap();
+            assert_eq!(checks, [None, Some(at(90).timestamp_millis()), None]);
+        }
     }
 
     #[test]
