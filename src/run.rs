@@ -170,6 +170,7 @@ fn run_in(
 ) -> Result<usize, RunError> {
     let previous = tx.last_run_now()?.map(|t| t.timestamp_millis());
     let run = tx.begin_run(now_time)?;
+    tx.hold_deliveries_due_by(now_time);
     let campaigns = &plans.campaigns;
     let ranges: Vec<Range> = campaigns
         .iter()

@@ -54,7 +54,7 @@ fn dump(path: &str) -> Vec<String> {
     let mut store = Store::open(path).unwrap();
     store
         .scratch(|tx| {
-            let conn = tx.connection();
+            let conn = tx.connection()?;
             let tables: Vec<String> = conn
                 .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")?
                 .query_map([], |row| row.get(0))?
@@ -777,7 +777,7 @@ fn one_occurrence_is_recorded_once_and_the_unique_constraint_enforces_it() {
         .unwrap();
     // Not only the API: the table itself refuses a second row for the occurrence.
     let duplicate = store.transaction(|tx| {
-        tx.connection().execute(
+        tx.connection()?.execute(
             "INSERT INTO deliveries (run, campaign, customer, occurrence, outcome, fired_at, due_at)
              VALUES (1, '春节促销', 'c1', 'event:1', 'capped', 0, 0)",
             [],
@@ -797,7 +797,7 @@ fn outcomes_outside_the_list_are_refused_by_the_table() {
     let mut store = Store::open_in_memory().unwrap();
     let result = store.transaction(|tx| {
         let run = tx.begin_run(t("2026-03-01T03:00:00Z"))?;
-        tx.connection().execute(
+        tx.connection()?.execute(
             "INSERT INTO deliveries (run, campaign, customer, occurrence, outcome, fired_at, due_at)
              VALUES (?1, 'x', 'c1', 'o', 'maybe', 0, 0)",
             [run.0],
@@ -905,7 +905,7 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
     let version = |store: &mut Store| {
         store
             .scratch(|tx| {
-                Ok::<i64, StoreError>(tx.connection().query_row(
+                Ok::<i64, StoreError>(tx.connection()?.query_row(
                     "SELECT version FROM schema_version",
                     [],
                     |row| row.get(0),
@@ -921,7 +921,7 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
     let mode: String = store
         .scratch(|tx| {
             Ok::<_, StoreError>(
-                tx.connection()
+                tx.connection()?
                     .query_row("PRAGMA journal_mode", [], |row| row.get(0))?,
             )
         })
@@ -930,7 +930,7 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
     store
         .transaction(|tx| {
             Ok::<_, StoreError>(
-                tx.connection()
+                tx.connection()?
                     .execute("UPDATE schema_version SET version = 7", [])
                     .map(drop)?,
             )

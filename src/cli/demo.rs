@@ -224,7 +224,7 @@ fn print_run(emitted: &[Emitted]) {
 /// What this run decided but did not send, and why; and how many deliveries the policies moved.
 fn print_not_sent(store: &mut Store) -> Result<(), StoreError> {
     let rows: Vec<(String, String)> = store.scratch(|tx| {
-        let mut statement = tx.connection().prepare(
+        let mut statement = tx.connection()?.prepare(
             "SELECT outcome, coalesce(reason, '') FROM deliveries
              WHERE run = (SELECT max(id) FROM runs)",
         )?;

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use rusqlite::types::Type;
 use rusqlite::{params_from_iter, Row, ToSql};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 use super::{conversion_error, millis, time, RunId, StoreError, Tx};
 
@@ -63,26 +64,100 @@ pub struct Delivery {
     pub reason: Option<String>,
 }
 
+/// Queued deliveries a transaction has recorded but not yet written to `deliveries`: those due
+/// by the release horizon of a run (its `now`), which its release pass decides. Held until
+/// then, each is written once, with its outcome, instead of inserted as queued and then
+/// updated (half the B-tree changes, and the queue's index is never touched). The queries of
+/// this module see held deliveries as if they were written; anything else that reads
+/// `deliveries` in the transaction has them written first, as the commit does (a delivery the
+/// release pass leaves queued, for a paused campaign say), and so does holding more than
+/// [`HELD_DELIVERIES`] (a mass send keeps memory flat).
+#[derive(Default)]
+pub(super) struct Held {
+    /// The row id of the next delivery recorded: every row gets its id when recorded, so that
+    /// held deliveries keep their place in the queue's (due, campaign, customer, id) order.
+    next_id: Option<i64>,
+    /// Queued deliveries due at or before this instant (milliseconds) are held.
+    horizon: Option<i64>,
+    queue: BTreeMap<QueueKey, (RunId, Delivery)>,
+    /// Where each held occurrence is in `queue`.
+    keys: BTreeMap<OccurrenceKey, QueueKey>,
+}
+
+/// How many queued deliveries a transaction holds before writing them all.
+const HELD_DELIVERIES: usize = 8192;
+
+/// One occurrence for one customer in one campaign: what `deliveries` records at most once.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct OccurrenceKey {
+    campaign: String,
+    customer: String,
+    occurrence: String,
+}
+
+impl OccurrenceKey {
+    fn of(delivery: &Delivery) -> OccurrenceKey {
+        OccurrenceKey {
+            campaign: delivery.campaign.clone(),
+            customer: delivery.customer.clone(),
+            occurrence: delivery.occurrence.clone(),
+        }
+    }
+}
+
 impl Tx<'_> {
+    /// Queued deliveries due at or before `horizon` that this transaction records are decided
+    /// in it too (a run's release pass): they are held rather than written (see [`Held`]).
+    pub fn hold_deliveries_due_by(&self, horizon: DateTime<Utc>) {
+        self.held.borrow_mut().horizon = Some(millis(horizon));
+    }
+
     /// Records a delivery outcome. Returns false, and records nothing, when this occurrence was
     /// already recorded for this customer and campaign.
     pub fn record_delivery(&self, run: RunId, delivery: &Delivery) -> Result<bool, StoreError> {
-        let inserted = self
-            .tx
-            .prepare_cached(
-                "INSERT INTO deliveries (run, campaign, customer, occurrence, outcome, channel,
-                     address, variant, fired_at, due_at, content, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT (campaign, customer, occurrence) DO NOTHING",
-            )?
-            .execute(params_from_iter(delivery_params(run, delivery)))?;
-        Ok(inserted == 1)
+        let key = OccurrenceKey::of(delivery);
+        if self.held.borrow().keys.contains_key(&key) || self.is_recorded(&key)? {
+            return Ok(false);
+        }
+        let id = self.next_delivery_id()?;
+        let due_at = millis(delivery.due_at);
+        let held = self.held.borrow().horizon.is_some_and(|by| due_at <= by);
+        if delivery.outcome != Outcome::Queued || !held {
+            self.insert_delivery(id, run, delivery)?;
+            return Ok(true);
+        }
+        let queue_key = QueueKey {
+            due_at,
+            campaign: delivery.campaign.clone(),
+            customer: delivery.customer.clone(),
+            id,
+        };
+        let mut held = self.held.borrow_mut();
+        held.keys.insert(key, queue_key.clone());
+        held.queue.insert(queue_key, (run, delivery.clone()));
+        let full = held.queue.len() >= HELD_DELIVERIES;
+        drop(held);
+        if full {
+            self.write_held_deliveries()?;
+        }
+        Ok(true)
     }
 
     /// Decides a queued delivery: its outcome, channel, address, content… replace the queued
     /// row's, and `run` becomes the run that decided it. Returns false, and changes nothing,
     /// unless the occurrence is recorded and still queued, so nothing is decided twice.
     pub fn settle_delivery(&self, run: RunId, delivery: &Delivery) -> Result<bool, StoreError> {
+        let held = {
+            let mut held = self.held.borrow_mut();
+            let queue_key = held.keys.remove(&OccurrenceKey::of(delivery));
+            queue_key.inspect(|key| {
+                held.queue.remove(key);
+            })
+        };
+        if let Some(queue_key) = held {
+            self.insert_delivery(queue_key.id, run, delivery)?;
+            return Ok(true);
+        }
         let settled = self
             .tx
             .prepare_cached(
@@ -95,8 +170,60 @@ impl Tx<'_> {
         Ok(settled == 1)
     }
 
+    /// Writes the held queued deliveries to `deliveries`.
+    pub(super) fn write_held_deliveries(&self) -> Result<(), StoreError> {
+        let queue = std::mem::take(&mut self.held.borrow_mut().queue);
+        self.held.borrow_mut().keys.clear();
+        for (key, (run, delivery)) in &queue {
+            self.insert_delivery(key.id, *run, delivery)?;
+        }
+        Ok(())
+    }
+
+    fn is_recorded(&self, key: &OccurrenceKey) -> Result<bool, StoreError> {
+        let recorded = self
+            .tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM deliveries
+                     WHERE campaign = ?1 AND customer = ?2 AND occurrence = ?3)",
+            )?
+            .query_row(
+                rusqlite::params![key.campaign, key.customer, key.occurrence],
+                |row| row.get(0),
+            )?;
+        Ok(recorded)
+    }
+
+    fn next_delivery_id(&self) -> Result<i64, StoreError> {
+        let next = match self.held.borrow().next_id {
+            Some(next) => next,
+            None => self.tx.query_row(
+                "SELECT coalesce(max(id), 0) + 1 FROM deliveries",
+                [],
+                |row| row.get(0),
+            )?,
+        };
+        self.held.borrow_mut().next_id = Some(next + 1);
+        Ok(next)
+    }
+
+    fn insert_delivery(&self, id: i64, run: RunId, delivery: &Delivery) -> Result<(), StoreError> {
+        let params = delivery_params(run, delivery)
+            .into_iter()
+            .chain(std::iter::once(Box::new(id) as Box<dyn ToSql>));
+        self.tx
+            .prepare_cached(
+                "INSERT INTO deliveries (run, campaign, customer, occurrence, outcome, channel,
+                     address, variant, fired_at, due_at, content, reason, id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?
+            .execute(params_from_iter(params))?;
+        Ok(())
+    }
+
     /// Every delivery outcome recorded for the customer, by due time, then campaign.
     pub fn deliveries_for_customer(&self, customer: &str) -> Result<Vec<Delivery>, StoreError> {
+        self.write_held_deliveries()?;
         self.deliveries(
             "WHERE customer = ?1 ORDER BY due_at, campaign, id",
             customer,
@@ -141,8 +268,15 @@ impl Tx<'_> {
                     Ok((key, delivery))
                 },
             )?
-            .collect::<Result<_, _>>()?;
-        Ok(page)
+            .collect::<Result<Vec<_>, _>>()?;
+        let held = self.held.borrow();
+        let held = held
+            .queue
+            .range((Bound::Excluded(after), Bound::Unbounded))
+            .take_while(|(key, _)| key.due_at <= millis(until))
+            .take(limit)
+            .map(|(key, (_, delivery))| (key.clone(), delivery.clone()));
+        Ok(merge_pages(page, held, limit))
     }
 
     /// How many deliveries were sent with due times in `[from, to)`: what `rate` and `cap`
@@ -215,8 +349,41 @@ impl Tx<'_> {
             .query_map(rusqlite::params![customer, millis(from), campaign], |row| {
                 Ok((time(row, 0)?, row.get(1)?))
             })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+            .collect::<Result<Vec<(DateTime<Utc>, i64)>, _>>()?;
+        let mut held_at = self.held_due_times(campaign, customer, millis(from));
+        if held_at.is_empty() {
+            return Ok(rows);
+        }
+        held_at.extend(
+            rows.into_iter()
+                .flat_map(|(at, n)| std::iter::repeat_n(millis(at), n as usize)),
+        );
+        held_at.sort_unstable();
+        let mut slots: Vec<(DateTime<Utc>, i64)> = Vec::new();
+        for at in held_at {
+            match slots.last_mut() {
+                Some((last, n)) if millis(*last) == at => *n += 1,
+                _ => slots.push((super::instant(at)?, 1)),
+            }
+        }
+        Ok(slots)
+    }
+
+    /// The due times, from `from` on, of the held deliveries of `campaign` for `customer`.
+    fn held_due_times(&self, campaign: &str, customer: &str, from: i64) -> Vec<i64> {
+        let start = OccurrenceKey {
+            campaign: campaign.to_owned(),
+            customer: customer.to_owned(),
+            occurrence: String::new(),
+        };
+        self.held
+            .borrow()
+            .keys
+            .range(start..)
+            .take_while(|(key, _)| key.campaign == campaign && key.customer == customer)
+            .map(|(_, queue_key)| queue_key.due_at)
+            .filter(|at| *at >= from)
+            .collect()
     }
 
     /// How many deliveries of `campaign` were sent to each address (for tasks: to each
@@ -271,6 +438,19 @@ impl QueueKey {
             ..self.clone()
         }
     }
+}
+
+/// The first `limit` of two pages in queue order.
+fn merge_pages(
+    stored: Vec<(QueueKey, Delivery)>,
+    held: impl Iterator<Item = (QueueKey, Delivery)>,
+    limit: usize,
+) -> Vec<(QueueKey, Delivery)> {
+    let mut page = stored;
+    page.extend(held);
+    page.sort_by(|a, b| a.0.cmp(&b.0));
+    page.truncate(limit);
+    page
 }
 
 /// The columns `delivery` reads, in its order.

@@ -205,6 +205,7 @@ pub struct Tx<'c> {
     next_event_id: Cell<Option<i64>>,
     /// Event names by id and ids by name, loaded on first use.
     names: RefCell<history::Names>,
+    held: RefCell<deliveries::Held>,
 }
 
 impl<'c> Tx<'c> {
@@ -213,10 +214,12 @@ impl<'c> Tx<'c> {
             tx: conn.transaction_with_behavior(behavior)?,
             next_event_id: Cell::new(None),
             names: RefCell::default(),
+            held: RefCell::default(),
         })
     }
 
     fn commit(self) -> Result<(), StoreError> {
+        self.write_held_deliveries()?;
         if let Some(next) = self.next_event_id.get() {
             self.tx.execute(
                 "UPDATE counters SET value = ?1 WHERE name = 'next_event_id'",
@@ -227,9 +230,11 @@ impl<'c> Tx<'c> {
         Ok(())
     }
 
-    /// The underlying connection, for tools and tests that need SQL of their own.
-    pub fn connection(&self) -> &Connection {
-        &self.tx
+    /// The underlying connection, for tools and tests that need SQL of their own (with every
+    /// delivery recorded so far written to the store).
+    pub fn connection(&self) -> Result<&Connection, StoreError> {
+        self.write_held_deliveries()?;
+        Ok(&self.tx)
     }
 
     /// Creates the customer or merges `attributes` into its attributes (RFC 7396: a key in
