@@ -1,5 +1,5 @@
 //! Reading many customers by id, on a second thread: while the run decides one customer, the
-//! next ones are looked up (three B-tree searches each, most pages not in memory yet), which
+//! next ones are looked up (four B-tree searches each, most pages not in memory yet), which
 //! is half of an incremental run's time when done in turn. SQLite steps through a batch of
 //! lookups in two statements (see [`read_in_batches`]).
 //!
