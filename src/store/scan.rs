@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use fallible_streaming_iterator::FallibleStreamingIterator;
@@ -183,7 +182,7 @@ pub(super) struct Evaluated {
     /// Event slots not in use, kept for their strings.
     spare: Vec<eval::Event>,
     /// Event names by id, copied from the transaction's as they are met.
-    names: Vec<Option<Arc<str>>>,
+    names: Vec<Option<eval::Name>>,
 }
 
 impl Fill for Evaluated {
@@ -210,7 +209,7 @@ impl Fill for Evaluated {
             if self.filled == events.len() {
                 events.push(self.spare.pop().unwrap_or_else(|| eval::Event {
                     id: 0,
-                    name: Arc::from(""),
+                    name: eval::Name::default(),
                     at: 0,
                     properties: eval::Properties::default(),
                 }));
@@ -242,16 +241,16 @@ const SPARE_EVENTS: usize = 4096;
 
 /// The name of an event, from `names` or, for a name not met yet, from the transaction (whose
 /// cache is shared with writers, so it is borrowed only on a miss).
-fn name(names: &mut Vec<Option<Arc<str>>>, tx: &Tx, id: u32) -> Result<Arc<str>, StoreError> {
+fn name(names: &mut Vec<Option<eval::Name>>, tx: &Tx, id: u32) -> Result<eval::Name, StoreError> {
     let index = id as usize;
     if let Some(Some(name)) = names.get(index) {
-        return Ok(Arc::clone(name));
+        return Ok(*name);
     }
-    let name: Arc<str> = history::with_name(&tx.names, &tx.tx, id, |name| Arc::from(name))?;
+    let name = history::with_name(&tx.names, &tx.tx, id, eval::Name::new)?;
     if names.len() <= index {
         names.resize(index + 1, None);
     }
-    names[index] = Some(Arc::clone(&name));
+    names[index] = Some(name);
     Ok(name)
 }
 
@@ -491,7 +490,7 @@ mod tests {
             // As a run's tag rules do: events added to the filled customer.
             let event = eval::Event {
                 id: round,
-                name: Arc::from("tag_added"),
+                name: "tag_added".into(),
                 at: 0,
                 properties: eval::Properties::default(),
             };
