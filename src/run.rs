@@ -278,14 +278,13 @@ impl Candidates<'_> {
         customer: &mut Customer,
         stored_check: Option<Millis>,
     ) -> Result<(), RunError> {
-        let mut occurred = false;
+        let held_before = self.tx.deliveries_held();
         for _ in 0..MAX_TAG_ROUNDS {
             self.apply_tag_rules(customer)?;
             let mut tags_changed = false;
             let campaigns = self.plans.campaigns.iter();
             for ((campaign, range), times) in campaigns.zip(self.ranges).zip(self.schedule_times) {
                 for occurrence in campaign.occurrences(customer, range, times, self.now) {
-                    occurred = true;
                     tags_changed |= campaign.decide(self.tx, self.run, customer, &occurrence)?;
                 }
             }
@@ -295,7 +294,7 @@ impl Candidates<'_> {
             *customer = load(self.tx, &customer.id)?;
         }
         self.record_check(customer, stored_check)?;
-        if occurred {
+        if self.tx.deliveries_held() > held_before {
             self.recent.keep(customer);
         }
         Ok(())
@@ -420,10 +419,11 @@ fn event_window_start(campaigns: &[CampaignPlan], ranges: &[Range]) -> Option<Mi
 /// open windows the customer checks cover.
 const UNLESS_PROGRESS: &str = "unless";
 
-/// Customers the candidate pass read that had an occurrence, kept for the release pass that
-/// follows: most of their deliveries come due in the same run, and reading a customer again
-/// (row, tags, history) would cost more than deciding its delivery. Bounded, so that a mass
-/// send keeps memory flat; a customer not kept is read again.
+/// Customers the candidate pass read that got a delivery due within the run, kept for the
+/// release pass that follows: reading a customer again (row, tags, history) would cost more
+/// than deciding its delivery. (Keeping every customer with an occurrence, as before, kept
+/// 4,375 in the benchmark's run instead of these 2,607, in fresh memory: page faults.) Bounded,
+/// so that a mass send keeps memory flat; a customer not kept is read again.
 #[derive(Default)]
 struct Recent(RefCell<HashMap<String, Arc<Customer>>>);
 

@@ -79,6 +79,8 @@ pub(super) struct Held {
     next_id: Option<i64>,
     /// Queued deliveries due at or before this instant (milliseconds) are held.
     horizon: Option<i64>,
+    /// How many deliveries were ever held (written ones included).
+    ever: u64,
     queue: BTreeMap<QueueKey, (RunId, Delivery)>,
     /// Where each held occurrence is in `queue`.
     keys: BTreeMap<OccurrenceKey, QueueKey>,
@@ -112,6 +114,12 @@ impl Tx<'_> {
         self.held.borrow_mut().horizon = Some(millis(horizon));
     }
 
+    /// How many deliveries this transaction has held so far (see [`Held`]): a run keeps the
+    /// customers whose processing held one, for its release pass.
+    pub fn deliveries_held(&self) -> u64 {
+        self.held.borrow().ever
+    }
+
     /// Records a delivery outcome. Returns false, and records nothing, when this occurrence was
     /// already recorded for this customer and campaign.
     pub fn record_delivery(&self, run: RunId, delivery: &Delivery) -> Result<bool, StoreError> {
@@ -133,6 +141,7 @@ impl Tx<'_> {
             id,
         };
         let mut held = self.held.borrow_mut();
+        held.ever += 1;
         held.keys.insert(key, queue_key.clone());
         held.queue.insert(queue_key, (run, delivery.clone()));
         let full = held.queue.len() >= HELD_DELIVERIES;
