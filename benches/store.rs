@@ -6,6 +6,9 @@
 //! NUDGE_BENCH_CUSTOMERS=1000000 cargo bench --bench store    # 1M customers, ~20M events
 //! ```
 //!
+//! `NUDGE_BENCH_KEEP=1` also keeps a copy of the store as the incremental run finds it,
+//! `before-incremental.db` (its WAL is checkpointed by the import before it).
+//!
 //! Every step runs the release `nudge` binary in a child process and reports its wall time and
 //! peak resident memory (`ru_maxrss` of that child, from `wait4`). Files and stores go to
 //! `NUDGE_BENCH_DIR` (default `/tmp/nudge-bench-<customers>`), replaced on each run. Steps:
@@ -131,6 +134,10 @@ fn run(mut bench: Bench, customers: usize) {
         &["import", "events", &file, "--store", &store],
         Some(NEW_EVENTS as u64),
     );
+    if std::env::var_os("NUDGE_BENCH_KEEP").is_some() {
+        // A copy of the store as the incremental run finds it, to time that run again by hand.
+        fs::copy(&store, bench.path("before-incremental.db")).expect("the store can be copied");
+    }
     bench.step(
         &format!("incremental run after {NEW_EVENTS} new events"),
         &run_event_driven(later),
