@@ -913,11 +913,11 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
             })
             .unwrap()
     };
-    assert_eq!(version(&mut store), 6);
+    assert_eq!(version(&mut store), 7);
     drop(store);
     // Opening again migrates nothing.
     let mut store = Store::open(&db).unwrap();
-    assert_eq!(version(&mut store), 6);
+    assert_eq!(version(&mut store), 7);
     let mode: String = store
         .scratch(|tx| {
             Ok::<_, StoreError>(
@@ -931,7 +931,7 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
         .transaction(|tx| {
             Ok::<_, StoreError>(
                 tx.connection()?
-                    .execute("UPDATE schema_version SET version = 7", [])
+                    .execute("UPDATE schema_version SET version = 8", [])
                     .map(drop)?,
             )
         })
@@ -939,7 +939,7 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
     drop(store);
     let error = Store::open(&db).err().unwrap();
     assert!(
-        matches!(error, StoreError::UnknownSchema { found: 7, known: 6 }),
+        matches!(error, StoreError::UnknownSchema { found: 8, known: 7 }),
         "{error}"
     );
 }

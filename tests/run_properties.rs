@@ -483,6 +483,40 @@ fn a_new_tag_rule_is_applied_to_every_customer_at_its_first_run() {
     assert_eq!(viewers, ["c0"]);
 }
 
+/// Tag events a run records are kept with their tags, not in the histories; a campaign added
+/// later with a `start` before them must still find them (its range reaches back to `start`),
+/// here for a customer with no other event since that `start`.
+#[test]
+fn a_new_campaign_with_a_start_fires_on_tag_events_of_earlier_runs() {
+    let timeline = Timeline {
+        customers: vec![(true, false, 0, None), (true, false, 0, None)],
+        events: vec![(0, 1, 10, 0), (1, 2, 20, 0)],
+    };
+    let mut store = Store::open_in_memory().unwrap();
+    fill(&mut store, &timeline);
+    let viewer_rule = "tag \"viewer\" when did view\n";
+    let rules = |campaign: &str| {
+        let mut sources = Sources::default();
+        sources.add("tags.nudge", TAG_RULES);
+        sources.add("viewers.nudge", format!("{viewer_rule}{campaign}"));
+        let project = project::analyze(sources, &CheckOptions { now: start() });
+        assert_eq!(project.errors(), 0, "{:#?}", project.diagnostics);
+        project
+    };
+    // The first run tags c0 (who viewed at 00:10) at 01:00; no campaign looks at it yet.
+    let tagged_at = start() + Duration::hours(1);
+    run_at(&rules(""), &mut store, tagged_at);
+    let campaign = "campaign \"viewer-on\" {\n  start 2026-03-01 00:30\n  \
+                    trigger on tag added \"viewer\"\n  send sms \"看过\"\n}\n";
+    let emitted = run_at(&rules(campaign), &mut store, start() + Duration::hours(2));
+    let fired: Vec<_> = emitted
+        .iter()
+        .filter(|e| e.campaign == "viewer-on")
+        .map(|e| (e.customer.as_str(), e.fired_at))
+        .collect();
+    assert_eq!(fired, [("c0", tagged_at)]);
+}
+
 /// A customer's open `unless` windows are recorded as checks only for the campaign as it was;
 /// when its trigger changes between runs, the next run must look back over the window itself.
 #[test]

@@ -13,6 +13,7 @@ mod read_ahead;
 mod rows;
 mod scan;
 mod schema;
+mod tag_log;
 
 use std::cell::{Cell, RefCell};
 use std::ops::{Bound, RangeBounds};
@@ -29,6 +30,7 @@ pub use import::{
     import, BadRow, ImportError, ImportFile, ImportObserver, ImportOptions, ImportSummary, Kind,
 };
 pub use scan::{Attributes, Scanned};
+use tag_log::TagEvent;
 
 /// Failures of the store itself (as opposed to bad data in an import file).
 #[derive(Debug, thiserror::Error)]
@@ -280,14 +282,18 @@ impl<'c> Tx<'c> {
         tag: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<Event>, StoreError> {
+        let event = self.tag_event(at, true)?;
+        // A tag the customer lost still has its row (and its events): it is taken up again.
         let added = self
             .tx
             .prepare_cached(
-                "INSERT INTO tags (customer, tag, added_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING",
+                "INSERT INTO tags (customer, tag, added_at, events) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (customer, tag) DO UPDATE SET added_at = excluded.added_at,
+                     removed_at = NULL, events = CAST(events || excluded.events AS BLOB)
+                 WHERE removed_at IS NOT NULL",
             )?
-            .execute(params![customer, tag, millis(at)])?;
-        self.record_tag_change(added == 1, "tag_added", customer, tag, at)
+            .execute(params![customer, tag, event.at, event.encode()])?;
+        self.record_tag_change(added == 1, event, customer, tag)
     }
 
     /// Removes the tag; when the customer had it, also records the built-in `tag_removed` event
@@ -298,37 +304,50 @@ impl<'c> Tx<'c> {
         tag: &str,
         at: DateTime<Utc>,
     ) -> Result<Option<Event>, StoreError> {
+        let event = self.tag_event(at, false)?;
         let removed = self
             .tx
-            .prepare_cached("DELETE FROM tags WHERE customer = ?1 AND tag = ?2")?
-            .execute(params![customer, tag])?;
-        self.record_tag_change(removed == 1, "tag_removed", customer, tag, at)
+            .prepare_cached(
+                "UPDATE tags SET removed_at = ?3, events = CAST(events || ?4 AS BLOB)
+                 WHERE customer = ?1 AND tag = ?2 AND removed_at IS NULL",
+            )?
+            .execute(params![customer, tag, event.at, event.encode()])?;
+        self.record_tag_change(removed == 1, event, customer, tag)
     }
 
+    /// The event a tag change at `at` records, with the next event id (taken only if the tag
+    /// does change: see [`Tx::record_tag_change`]).
+    fn tag_event(&self, at: DateTime<Utc>, added: bool) -> Result<TagEvent, StoreError> {
+        Ok(TagEvent {
+            at: millis(at),
+            id: self.next_event_id()?,
+            added,
+        })
+    }
+
+    /// After a tag row was written: takes the event's id and notes the customer under the
+    /// event's instant for [`Tx::customers_with_events_between`].
     fn record_tag_change(
         &self,
         changed: bool,
-        name: &str,
+        event: TagEvent,
         customer: &str,
         tag: &str,
-        at: DateTime<Utc>,
     ) -> Result<Option<Event>, StoreError> {
         if !changed {
             return Ok(None);
         }
-        let properties = serde_json::json!({ "tag": tag }).to_string();
-        let id = self.add_event(&NewEvent {
-            customer,
-            name,
-            at,
-            properties: &properties,
-        })?;
+        self.take_event_ids(1)?;
+        self.tx
+            .prepare_cached(
+                "INSERT INTO tag_changes (at, customer) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![event.at, customer])?;
         Ok(Some(Event {
-            id,
-            name: name.to_owned(),
-            // As stored: to the millisecond.
-            at: instant(millis(at))?,
-            properties,
+            id: event.id,
+            name: event.name().to_owned(),
+            at: instant(event.at)?,
+            properties: tag_log::properties(tag),
         }))
     }
 
@@ -395,16 +414,23 @@ impl<'c> Tx<'c> {
 
     /// Reserves `count` consecutive event ids and returns the first.
     fn take_event_ids(&self, count: usize) -> Result<i64, StoreError> {
-        let first = match self.next_event_id.get() {
-            Some(id) => id,
-            None => self.tx.query_row(
-                "SELECT value FROM counters WHERE name = 'next_event_id'",
-                [],
-                |row| row.get(0),
-            )?,
-        };
+        let first = self.next_event_id()?;
         self.next_event_id.set(Some(first + count as i64));
         Ok(first)
+    }
+
+    /// The id the next event recorded will have.
+    fn next_event_id(&self) -> Result<i64, StoreError> {
+        if let Some(id) = self.next_event_id.get() {
+            return Ok(id);
+        }
+        let id = self.tx.query_row(
+            "SELECT value FROM counters WHERE name = 'next_event_id'",
+            [],
+            |row| row.get(0),
+        )?;
+        self.next_event_id.set(Some(id));
+        Ok(id)
     }
 
     /// The customer's events at instants in `range`, in time order (then id order). Pass
@@ -415,10 +441,46 @@ impl<'c> Tx<'c> {
         range: impl RangeBounds<DateTime<Utc>>,
     ) -> Result<Vec<Event>, StoreError> {
         let (from, to) = millis_range(&range);
-        let events = with_history(&self.tx, customer, |bytes| {
+        let mut events = with_history(&self.tx, customer, |bytes| {
             self.decode_events(bytes, from, to)
-        })?;
-        Ok(events.unwrap_or_default())
+        })?
+        .unwrap_or_default();
+        let from_history = events.len();
+        self.tag_events_into(customer, from, to, &mut events)?;
+        if events.len() > from_history {
+            events.sort_unstable_by_key(|event| (event.at, event.id));
+        }
+        Ok(events)
+    }
+
+    /// Appends the customer's tag events at instants within `from..=to` (those kept with their
+    /// tags: see schema v7) to `out`.
+    fn tag_events_into(
+        &self,
+        customer: &str,
+        from: i64,
+        to: i64,
+        out: &mut Vec<Event>,
+    ) -> Result<(), StoreError> {
+        let mut statement = self
+            .tx
+            .prepare_cached("SELECT tag, events FROM tags WHERE customer = ?1")?;
+        let mut rows = statement.query([customer])?;
+        while let Some(row) = rows.next()? {
+            let tag = row.get_ref(0)?.as_str()?;
+            for event in tag_log::decode(row.get_ref(1)?.as_blob()?) {
+                let event = event?;
+                if (from..=to).contains(&event.at) {
+                    out.push(Event {
+                        id: event.id,
+                        name: event.name().to_owned(),
+                        at: instant(event.at)?,
+                        properties: tag_log::properties(tag),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The events of a packed history at instants within `from..=to`.
@@ -606,8 +668,9 @@ fn attributes_into(conn: &Connection, id: &str, out: &mut String) -> Result<bool
 
 /// Appends the customer's tags to `out`, in byte order.
 fn tags_into(conn: &Connection, id: &str, out: &mut Vec<String>) -> Result<(), StoreError> {
-    let mut statement =
-        conn.prepare_cached("SELECT tag FROM tags WHERE customer = ?1 ORDER BY tag")?;
+    let mut statement = conn.prepare_cached(
+        "SELECT tag FROM tags WHERE customer = ?1 AND removed_at IS NULL ORDER BY tag",
+    )?;
     for tag in statement.query_map([id], |row| row.get(0))? {
         out.push(tag?);
     }

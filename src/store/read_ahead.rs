@@ -13,9 +13,10 @@
 use std::path::Path;
 use std::sync::mpsc;
 
+use fallible_streaming_iterator::FallibleStreamingIterator;
 use rusqlite::{Connection, OpenFlags};
 
-use super::scan::{Evaluated, Fill, Scanned};
+use super::scan::{Evaluated, Fill, Scanned, StoredTag};
 use super::{configure_reader, StoreError, Tx};
 
 /// How many customers the reading thread may be ahead of the run: the run's pace varies from
@@ -31,16 +32,53 @@ const AHEAD: usize = 4096;
 /// 60 MB heavier.
 const READER_CACHE_KIB: u32 = 4096;
 
-/// A customer's rows as stored: whether it was imported, its attributes (JSON text) and tags,
-/// and its packed history (empty without events). Refilled for each customer, reusing buffers.
+/// A customer's rows as stored: whether it was imported, its attributes (JSON text), its tag
+/// rows and its packed history (empty without events). Refilled for each customer, reusing
+/// buffers.
 #[derive(Default)]
 struct Rows {
     imported: bool,
     attributes: String,
-    tags: Vec<String>,
+    /// The first `tag_count` hold this customer's tag rows.
+    tags: Vec<TagRow>,
+    tag_count: usize,
     history: Vec<u8>,
     /// When a run must next look at it, as stored (see [`Tx::set_check`]).
     check: Option<i64>,
+}
+
+/// A row of `tags` (see [`StoredTag`]), owned.
+#[derive(Default)]
+struct TagRow {
+    tag: String,
+    held: bool,
+    events: Vec<u8>,
+}
+
+impl Rows {
+    /// The customer's tag rows.
+    fn tags(&self) -> impl Iterator<Item = StoredTag<'_>> {
+        self.tags[..self.tag_count].iter().map(|row| StoredTag {
+            tag: &row.tag,
+            held: row.held,
+            events: &row.events,
+        })
+    }
+
+    /// Reads a tag row of the customer into the next slot.
+    fn push_tag(&mut self, row: &rusqlite::Row) -> Result<(), StoreError> {
+        if self.tag_count == self.tags.len() {
+            self.tags.push(TagRow::default());
+        }
+        let slot = &mut self.tags[self.tag_count];
+        slot.tag.clear();
+        slot.tag.push_str(row.get_ref(1)?.as_str()?);
+        slot.held = row.get(2)?;
+        slot.events.clear();
+        slot.events.extend_from_slice(row.get_ref(3)?.as_blob()?);
+        self.tag_count += 1;
+        Ok(())
+    }
 }
 
 /// How many ids one execution of the reading statements covers.
@@ -54,8 +92,8 @@ const CUSTOMERS: &str = "SELECT ids.key, c.attributes, h.events, k.due_at
     LEFT JOIN event_histories AS h ON h.customer = ids.value
     LEFT JOIN customer_checks AS k ON k.customer = ids.value";
 
-/// The tags of the customers of a list, in its order, then in byte order.
-const TAGS: &str = "SELECT ids.key, t.tag FROM json_each(?1) AS ids
+/// The tag rows of the customers of a list, in its order, then in tag byte order.
+const TAGS: &str = "SELECT ids.key, t.tag, t.removed_at IS NULL, t.events FROM json_each(?1) AS ids
     CROSS JOIN tags AS t ON t.customer = ids.value";
 
 /// Reads the rows of `ids` into `rows` one customer after another, in order, calling `each`
@@ -74,13 +112,13 @@ fn read_in_batches<E: From<StoreError>>(
         let list = serde_json::to_string(batch).expect("strings serialize");
         let mut customer_rows = customers.query([&list]).map_err(StoreError::from)?;
         let mut tag_rows = tags.query([&list]).map_err(StoreError::from)?;
-        let mut tag = next_tag(&mut tag_rows)?;
+        tag_rows.advance().map_err(StoreError::from)?;
         for (index, id) in (0_i64..).zip(batch) {
             read_customer(customer_rows.next(), index, rows)?;
-            rows.tags.clear();
-            while let Some((_, name)) = tag.take_if(|(key, _)| *key == index) {
-                rows.tags.push(name);
-                tag = next_tag(&mut tag_rows)?;
+            rows.tag_count = 0;
+            while let Some(row) = tag_rows.get().filter(|row| row.get(0) == Ok(index)) {
+                rows.push_tag(row)?;
+                tag_rows.advance().map_err(StoreError::from)?;
             }
             each(id, rows)?;
         }
@@ -112,13 +150,6 @@ fn read_customer(
     Ok(())
 }
 
-fn next_tag(tags: &mut rusqlite::Rows) -> Result<Option<(i64, String)>, StoreError> {
-    match tags.next()? {
-        Some(row) => Ok(Some((row.get(0)?, row.get(1)?))),
-        None => Ok(None),
-    }
-}
-
 impl Tx<'_> {
     /// Calls `each` with every customer of `ids` that was imported, in that order, as
     /// evaluation reads it (see [`Scanned`]; events of customers never imported are not read
@@ -136,7 +167,7 @@ impl Tx<'_> {
                 return Ok(());
             }
             fill.customer(id, &rows.attributes)?;
-            for tag in &rows.tags {
+            for tag in rows.tags() {
                 fill.tag(tag)?;
             }
             fill.history(self, &rows.history)?;

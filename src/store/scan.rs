@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use super::history::{self, Decoder};
+use super::tag_log;
 use super::{StoreError, Tx};
 use crate::eval;
 
@@ -56,7 +57,9 @@ impl Tx<'_> {
     ) -> Result<(), E> {
         let sql = |text| self.tx.prepare(text).map_err(StoreError::from);
         let mut customers = sql("SELECT id, attributes FROM customers ORDER BY id")?;
-        let mut tags = sql("SELECT customer, tag FROM tags ORDER BY customer, tag")?;
+        let mut tags = sql(
+            "SELECT customer, tag, removed_at IS NULL, events FROM tags ORDER BY customer, tag",
+        )?;
         let mut histories = sql("SELECT customer, events FROM event_histories ORDER BY customer")?;
         let mut customers = customers.query([]).map_err(StoreError::from)?;
         let mut tags = Follower::new(tags.query([]).map_err(StoreError::from)?);
@@ -66,7 +69,14 @@ impl Tx<'_> {
             id.clear();
             id.push_str(text(row, 0)?);
             fill.customer(&id, text(row, 1)?)?;
-            tags.for_customer(&id, |row| fill.tag(row.get_ref(1)?.as_str()?))?;
+            tags.for_customer(&id, |row| {
+                let tag = StoredTag {
+                    tag: row.get_ref(1)?.as_str()?,
+                    held: row.get(2)?,
+                    events: row.get_ref(3)?.as_blob()?,
+                };
+                fill.tag(tag)
+            })?;
             histories.for_customer(&id, |row| fill.history(self, row.get_ref(1)?.as_blob()?))?;
             fill.done();
             each(fill)?;
@@ -80,7 +90,8 @@ impl Tx<'_> {
     /// The index on the histories' last and first instants finds the histories that reach into
     /// the range (asking for id order instead would make SQLite scan every history). One whose
     /// last event is in the range has an event in it, known from the index alone; only one that
-    /// reaches past `until` (events dated after the range) is read to look.
+    /// reaches past `until` (events dated after the range) is read to look. Tag events kept
+    /// with their tags are found by `tag_changes`, which is ordered by time.
     pub fn customers_with_events_between(
         &self,
         after: DateTime<Utc>,
@@ -95,13 +106,18 @@ impl Tx<'_> {
             )?
             .query_map([after, until], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<Result<_, _>>()?;
-        let mut ids = Vec::with_capacity(spanning.len());
+        let mut ids: Vec<String> = self
+            .tx
+            .prepare_cached("SELECT customer FROM tag_changes WHERE at > ?1 AND at <= ?2")?
+            .query_map([after, until], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
         for (id, last) in spanning {
             if last <= until || self.has_event_between(&id, after, until)? {
                 ids.push(id);
             }
         }
         ids.sort_unstable();
+        ids.dedup();
         Ok(ids)
     }
 
@@ -131,11 +147,19 @@ fn text<'r>(row: &'r Row, column: usize) -> Result<&'r str, StoreError> {
     Ok(row.get_ref(column)?.as_str()?)
 }
 
+/// A row of `tags`: the tag, whether the customer has it, and its events (see `tag_log.rs`).
+pub(super) struct StoredTag<'a> {
+    pub tag: &'a str,
+    pub held: bool,
+    pub events: &'a [u8],
+}
+
 /// Receives one customer of a pass, part by part.
 pub(super) trait Fill {
     /// Starts the next customer (tags and events empty).
     fn customer(&mut self, id: &str, attributes: &str) -> Result<(), StoreError>;
-    fn tag(&mut self, tag: &str) -> Result<(), StoreError>;
+    /// One of the customer's tag rows, in tag order, before its history.
+    fn tag(&mut self, tag: StoredTag) -> Result<(), StoreError>;
     /// The customer's packed history.
     fn history(&mut self, tx: &Tx, bytes: &[u8]) -> Result<(), StoreError>;
     /// The customer is complete.
@@ -183,6 +207,28 @@ pub(super) struct Evaluated {
     spare: Vec<eval::Event>,
     /// Event names by id, copied from the transaction's as they are met.
     names: Vec<Option<eval::Name>>,
+    /// Whether the current customer has tag events kept with its tags (filled before its
+    /// history, and sorted into it by `done`).
+    tag_events: bool,
+    /// The properties text of the tag whose events are being filled.
+    tag_properties: Vec<u8>,
+}
+
+impl Evaluated {
+    /// The next event slot of the current customer, holding an earlier event's values.
+    fn next_slot(&mut self) -> &mut eval::Event {
+        let events = &mut self.scanned.customer.events;
+        if self.filled == events.len() {
+            events.push(self.spare.pop().unwrap_or_else(|| eval::Event {
+                id: 0,
+                name: eval::Name::default(),
+                at: 0,
+                properties: eval::Properties::default(),
+            }));
+        }
+        self.filled += 1;
+        &mut events[self.filled - 1]
+    }
 }
 
 impl Fill for Evaluated {
@@ -197,35 +243,49 @@ impl Fill for Evaluated {
         Ok(())
     }
 
-    fn tag(&mut self, tag: &str) -> Result<(), StoreError> {
-        self.scanned.customer.tags.insert(tag.to_owned());
+    fn tag(&mut self, tag: StoredTag) -> Result<(), StoreError> {
+        if tag.held {
+            self.scanned.customer.tags.insert(tag.tag.to_owned());
+        }
+        if tag.events.is_empty() {
+            return Ok(());
+        }
+        self.tag_events = true;
+        let mut properties = std::mem::take(&mut self.tag_properties);
+        tag_log::properties_into(tag.tag, &mut properties);
+        for stored in tag_log::decode(tag.events) {
+            let stored = stored?;
+            let event = self.next_slot();
+            event.id = stored.id;
+            event.at = stored.at;
+            event.name = stored.eval_name();
+            event.properties.set_raw(&properties);
+        }
+        self.tag_properties = properties;
         Ok(())
     }
 
     fn history(&mut self, tx: &Tx, bytes: &[u8]) -> Result<(), StoreError> {
-        let events = &mut self.scanned.customer.events;
+        // After the tag events, if any: `done` puts them all in time order.
         for packed in Decoder::new(bytes) {
             let packed = packed?;
-            if self.filled == events.len() {
-                events.push(self.spare.pop().unwrap_or_else(|| eval::Event {
-                    id: 0,
-                    name: eval::Name::default(),
-                    at: 0,
-                    properties: eval::Properties::default(),
-                }));
-            }
-            let event = &mut events[self.filled];
+            let name = name(&mut self.names, tx, packed.name)?;
+            let event = self.next_slot();
             event.id = packed.id;
             event.at = packed.at;
-            event.name = name(&mut self.names, tx, packed.name)?;
+            event.name = name;
             event.properties.set_raw(packed.properties);
-            self.filled += 1;
         }
         Ok(())
     }
 
     fn done(&mut self) {
         let events = &mut self.scanned.customer.events;
+        let filled = &mut events[..self.filled];
+        let by_time = |event: &eval::Event| (event.at, event.id);
+        if std::mem::take(&mut self.tag_events) && !filled.is_sorted_by_key(by_time) {
+            filled.sort_unstable_by_key(by_time);
+        }
         self.spare
             .extend(events.drain(self.filled.min(events.len())..));
         // Events added to a customer after it was filled (a run's tag events) come back here
@@ -478,6 +538,77 @@ mod tests {
                 })
                 .unwrap();
             assert_eq!(checks, [None, Some(at(90).timestamp_millis()), None]);
+        }
+    }
+
+    #[test]
+    fn a_tag_lost_and_taken_again_keeps_its_events_in_time_order_for_every_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        for mut store in [
+            store(),
+            filled(Store::open(dir.path().join("store.db")).unwrap()),
+        ] {
+            // a: views at 0, 20, buy at 10, VIP added at 100 (see `filled`); then lost, taken
+            // again, and another tag added and lost between, with an event between those.
+            store
+                .transaction(|tx| {
+                    assert!(tx.remove_tag("a", "VIP", at(110))?.is_some());
+                    assert!(
+                        tx.remove_tag("a", "VIP", at(111))?.is_none(),
+                        "already lost"
+                    );
+                    tx.add_tag("a", "老客", at(112))?;
+                    tx.add_event(&NewEvent {
+                        customer: "a",
+                        name: "view",
+                        at: at(115),
+                        properties: "{}",
+                    })?;
+                    assert!(tx.add_tag("a", "VIP", at(120))?.is_some());
+                    assert!(tx.add_tag("a", "VIP", at(121))?.is_none(), "already held");
+                    tx.remove_tag("a", "老客", at(130)).map(drop)
+                })
+                .unwrap();
+            let ids: Vec<String> = ["a".to_string()].into();
+            let a = &one_by_one(&mut store, &ids)[0];
+            let timeline: Vec<(i64, &str)> = a.events.iter().map(|e| (e.at, &*e.name)).collect();
+            let minute = |m: i64| at(m).timestamp_millis();
+            assert_eq!(
+                timeline,
+                [
+                    (minute(0), "view"),
+                    (minute(10), "buy"),
+                    (minute(20), "view"),
+                    (minute(100), "tag_added"),
+                    (minute(110), "tag_removed"),
+                    (minute(112), "tag_added"),
+                    (minute(115), "view"),
+                    (minute(120), "tag_added"),
+                    (minute(130), "tag_removed"),
+                ]
+            );
+            assert_eq!(a.events[5].properties.map()["tag"], "老客");
+            assert_eq!(a.tags, ["VIP".to_string()].into());
+            assert_eq!(&by_id(&mut store, &ids)[0], a);
+            let mut evaluated = Vec::new();
+            store
+                .scratch(|tx| {
+                    tx.for_each_evaluated(|scanned| {
+                        scanned.parse_attributes(Attributes::All);
+                        evaluated.push(scanned.customer.clone());
+                        Ok::<_, StoreError>(())
+                    })
+                })
+                .unwrap();
+            assert_eq!(&evaluated[0], a);
+            let found = store
+                .scratch(|tx| tx.customers_with_events_between(at(125), at(130)))
+                .unwrap();
+            assert_eq!(
+                found,
+                ["a"],
+                "a tag event kept with its tag is found by time"
+            );
         }
     }
 
