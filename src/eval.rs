@@ -10,6 +10,7 @@
 //! Events after t never count: the audience is decided at the moment the trigger fires.
 //! A test on a missing attribute or property is false (only `is not set` is true for it).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::Deref;
@@ -17,6 +18,8 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use chrono::DateTime;
 use chrono_tz::Tz;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 use smallvec::SmallVec;
 
@@ -131,7 +134,55 @@ impl Properties {
         self.parsed
             .get_or_init(|| serde_json::from_slice(&self.raw).unwrap_or_default())
     }
+
+    /// One property, as [`Properties::map`] has it. Unless the map was made already, the text
+    /// is read for this one value, the others skipped unparsed: a `where` filter tests one or
+    /// two properties of each event it looks at, and making the map allocated every key and
+    /// value of every such event (measured: a tenth of an incremental run's allocations).
+    pub fn get(&self, name: &str) -> Option<Cow<'_, Json>> {
+        if let Some(map) = self.parsed.get() {
+            return map.get(name).map(Cow::Borrowed);
+        }
+        let mut found = None;
+        serde_json::Deserializer::from_slice(&self.raw)
+            .deserialize_map(OneProperty {
+                name,
+                found: &mut found,
+            })
+            .ok()?;
+        found.map(Cow::Owned)
+    }
 }
+
+/// Reads the value of one member of a JSON object, skipping the others unparsed. Of members
+/// with the same key, the last counts, as in a parsed map.
+struct OneProperty<'n, 'f> {
+    name: &'n str,
+    found: &'f mut Option<Json>,
+}
+
+impl<'de> Visitor<'de> for OneProperty<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(JsonKey(key)) = map.next_key()? {
+            if key == self.name {
+                *self.found = Some(map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A JSON object key, borrowed from the text when it has no escapes.
+#[derive(Deserialize)]
+pub(crate) struct JsonKey<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
 impl From<Map<String, Json>> for Properties {
     fn from(map: Map<String, Json>) -> Properties {
@@ -428,10 +479,10 @@ impl Cond {
             Cond::Did(did) => did.eval(customer, at),
             Cond::Test { source, ty, test } => {
                 let raw = match source {
-                    Source::Attribute(name) => customer.attributes.get(name),
-                    Source::Property(name) => event.and_then(|e| e.properties.map().get(name)),
+                    Source::Attribute(name) => customer.attributes.get(name).map(Cow::Borrowed),
+                    Source::Property(name) => event.and_then(|e| e.properties.get(name)),
                 };
-                let value = raw.and_then(|json| typed(json, *ty));
+                let value = raw.and_then(|json| typed(&json, *ty));
                 test.eval(value.as_ref(), at)
             }
         }
@@ -651,6 +702,27 @@ pub fn parse_time(text: &str) -> Option<Millis> {
 mod tests {
     use super::*;
     use crate::check::CheckOptions;
+
+    #[test]
+    fn one_property_reads_as_the_parsed_map_has_it() {
+        let texts = [
+            r#"{"page":"/pricing","amount":150}"#,
+            r#"{"amount":1,"amount":2}"#,
+            r#"{"p\u0061ge":"/escaped","nested":{"page":"inner"}}"#,
+            r#"{}"#,
+            "not json",
+            r#"["page"]"#,
+        ];
+        for text in texts {
+            for name in ["page", "amount", "nested", "missing"] {
+                let streamed = Properties::new(text.into()).get(name).map(Cow::into_owned);
+                let parsed = Properties::new(text.into());
+                let from_map = parsed.map().get(name).cloned();
+                assert_eq!(streamed, from_map, "{name} of {text}");
+                assert_eq!(parsed.get(name).map(Cow::into_owned), from_map);
+            }
+        }
+    }
 
     const SCHEMA: &str = r#"
         customer { age: number  city: text  vip: bool  registered_at: time  phone: text? }

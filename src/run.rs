@@ -840,20 +840,27 @@ impl CampaignPlan {
                 &mut control.reason,
                 "in the control group: held out of the split".to_string(),
             );
-            if !tx.record_delivery(run, &control)? {
+            if !tx.record_delivery(run, control)? {
                 return Ok(false);
             }
         }
-        for index in 0..self.sends(arm).count() {
+        let sends = self.sends(arm).count();
+        let mut candidate = Some(candidate);
+        for index in 0..sends {
+            // The last send takes the candidate itself rather than a copy.
+            let base = match index + 1 == sends {
+                true => candidate.take(),
+                false => candidate.clone(),
+            };
             let mut delivery = Delivery {
                 occurrence: format!("{}/send{index}", occurrence.key),
-                ..candidate.clone()
+                ..base.expect("taken by the last send only")
             };
             if let Some(end) = self.end.filter(|end| due > *end) {
                 delivery.outcome = Outcome::Expired;
                 note(&mut delivery.reason, after_end(due, end));
             }
-            if !tx.record_delivery(run, &delivery)? {
+            if !tx.record_delivery(run, delivery)? {
                 // Handled by an earlier run (or round): nothing more to do for this occurrence.
                 return Ok(false);
             }

@@ -765,12 +765,12 @@ fn one_occurrence_is_recorded_once_and_the_unique_constraint_enforces_it() {
     store
         .transaction(|tx| {
             let run = tx.begin_run(t("2026-03-01T03:00:00Z"))?;
-            assert!(tx.record_delivery(run, &delivery("event:1"))?);
-            assert!(!tx.record_delivery(run, &delivery("event:1"))?);
+            assert!(tx.record_delivery(run, delivery("event:1"))?);
+            assert!(!tx.record_delivery(run, delivery("event:1"))?);
             let mut expired = delivery("event:1");
             expired.outcome = Outcome::Expired;
-            assert!(!tx.record_delivery(run, &expired)?);
-            assert!(tx.record_delivery(run, &delivery("event:2"))?);
+            assert!(!tx.record_delivery(run, expired)?);
+            assert!(tx.record_delivery(run, delivery("event:2"))?);
             tx.finish_run(run)?;
             Ok::<_, StoreError>(())
         })
@@ -838,7 +838,7 @@ fn a_failed_or_panicking_transaction_leaves_the_store_as_before() {
     let mut store = Store::open(&db).unwrap();
     let work = |tx: &store::Tx| -> Result<(), StoreError> {
         let run = tx.begin_run(t("2026-03-05T00:00:00Z"))?;
-        tx.record_delivery(run, &delivery("event:9"))?;
+        tx.record_delivery(run, delivery("event:9"))?;
         tx.add_tag("c1", "新标签", t("2026-03-05T00:00:00Z"))?;
         tx.set_progress("春节促销", "evaluated_until", "2026-03-05T00:00:00Z")?;
         tx.upsert_customer("c1", serde_json::json!({"age": 99}).as_object().unwrap())?;
@@ -958,10 +958,10 @@ fn queued_deliveries_are_released_when_due_and_settled_once() {
     store
         .transaction(|tx| {
             let run = tx.begin_run(t("2026-03-01T02:00:00Z"))?;
-            tx.record_delivery(run, &queued("event:2", "2026-03-01T02:20:00Z"))?;
-            tx.record_delivery(run, &queued("event:1", "2026-03-01T02:10:00Z"))?;
-            tx.record_delivery(run, &queued("event:3", "2026-03-01T05:00:00Z"))?;
-            tx.record_delivery(run, &delivery("event:4"))?;
+            tx.record_delivery(run, queued("event:2", "2026-03-01T02:20:00Z"))?;
+            tx.record_delivery(run, queued("event:1", "2026-03-01T02:10:00Z"))?;
+            tx.record_delivery(run, queued("event:3", "2026-03-01T05:00:00Z"))?;
+            tx.record_delivery(run, delivery("event:4"))?;
             Ok::<_, StoreError>(())
         })
         .unwrap();
@@ -1004,7 +1004,7 @@ fn sent_deliveries_are_counted_per_address_and_campaign() {
                 let mut task = delivery(&format!("o{i}"));
                 task.campaign = "c".into();
                 task.address = Some(employee.to_string());
-                tx.record_delivery(run, &task)?;
+                tx.record_delivery(run, task)?;
             }
             let counts = tx.sent_per_address("c")?;
             assert_eq!((counts["alice"], counts["bob"]), (2, 1));

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::Type;
-use rusqlite::{params_from_iter, Row, ToSql};
+use rusqlite::{Row, ToSql};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
@@ -122,8 +122,8 @@ impl Tx<'_> {
 
     /// Records a delivery outcome. Returns false, and records nothing, when this occurrence was
     /// already recorded for this customer and campaign.
-    pub fn record_delivery(&self, run: RunId, delivery: &Delivery) -> Result<bool, StoreError> {
-        let key = OccurrenceKey::of(delivery);
+    pub fn record_delivery(&self, run: RunId, delivery: Delivery) -> Result<bool, StoreError> {
+        let key = OccurrenceKey::of(&delivery);
         if self.held.borrow().keys.contains_key(&key) || self.is_recorded(&key)? {
             return Ok(false);
         }
@@ -131,7 +131,7 @@ impl Tx<'_> {
         let due_at = millis(delivery.due_at);
         let held = self.held.borrow().horizon.is_some_and(|by| due_at <= by);
         if delivery.outcome != Outcome::Queued || !held {
-            self.insert_delivery(id, run, delivery)?;
+            self.insert_delivery(id, run, &delivery)?;
             return Ok(true);
         }
         let queue_key = QueueKey {
@@ -143,7 +143,7 @@ impl Tx<'_> {
         let mut held = self.held.borrow_mut();
         held.ever += 1;
         held.keys.insert(key, queue_key.clone());
-        held.queue.insert(queue_key, (run, delivery.clone()));
+        held.queue.insert(queue_key, (run, delivery));
         let full = held.queue.len() >= HELD_DELIVERIES;
         drop(held);
         if full {
@@ -175,7 +175,8 @@ impl Tx<'_> {
                  WHERE campaign = ?2 AND customer = ?3 AND occurrence = ?4
                      AND outcome = 'queued'",
             )?
-            .execute(params_from_iter(delivery_params(run, delivery)))?;
+            // Without the last parameter, the row's id (which stays).
+            .execute(&RowValues::of(0, run, delivery).params(delivery)[..12])?;
         Ok(settled == 1)
     }
 
@@ -217,16 +218,14 @@ impl Tx<'_> {
     }
 
     fn insert_delivery(&self, id: i64, run: RunId, delivery: &Delivery) -> Result<(), StoreError> {
-        let params = delivery_params(run, delivery)
-            .into_iter()
-            .chain(std::iter::once(Box::new(id) as Box<dyn ToSql>));
+        let values = RowValues::of(id, run, delivery);
         self.tx
             .prepare_cached(
                 "INSERT INTO deliveries (run, campaign, customer, occurrence, outcome, channel,
                      address, variant, fired_at, due_at, content, reason, id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
-            .execute(params_from_iter(params))?;
+            .execute(&values.params(delivery)[..])?;
         Ok(())
     }
 
@@ -466,23 +465,52 @@ fn merge_pages(
 const DELIVERY_COLUMNS: &str = "campaign, customer, occurrence, outcome, channel, address,
     variant, fired_at, due_at, content, reason";
 
-/// The parameters of a `deliveries` row, numbered as in `record_delivery` and
-/// `settle_delivery`.
-fn delivery_params<'d>(run: RunId, delivery: &'d Delivery) -> [Box<dyn ToSql + 'd>; 12] {
-    [
-        Box::new(run.0),
-        Box::new(&delivery.campaign),
-        Box::new(&delivery.customer),
-        Box::new(&delivery.occurrence),
-        Box::new(delivery.outcome.as_str()),
-        Box::new(&delivery.channel),
-        Box::new(&delivery.address),
-        Box::new(&delivery.variant),
-        Box::new(millis(delivery.fired_at)),
-        Box::new(millis(delivery.due_at)),
-        Box::new(delivery.content.as_ref().map(|c| c.to_string())),
-        Box::new(&delivery.reason),
-    ]
+/// The values of a `deliveries` row that are not the delivery's own fields as they are.
+struct RowValues {
+    id: i64,
+    run: i64,
+    fired_at: i64,
+    due_at: i64,
+    content: Option<String>,
+}
+
+impl RowValues {
+    fn of(id: i64, run: RunId, delivery: &Delivery) -> RowValues {
+        RowValues {
+            id,
+            run: run.0,
+            fired_at: millis(delivery.fired_at),
+            due_at: millis(delivery.due_at),
+            content: delivery.content.as_ref().map(|c| c.to_string()),
+        }
+    }
+
+    /// The parameters of the row, numbered as in `insert_delivery` and `settle_delivery`
+    /// (which leaves out the last, the row's id). References, not boxes: this is called for
+    /// every delivery a run records.
+    fn params<'a>(&'a self, delivery: &'a Delivery) -> [&'a dyn ToSql; 13] {
+        [
+            &self.run,
+            &delivery.campaign,
+            &delivery.customer,
+            &delivery.occurrence,
+            &delivery.outcome,
+            &delivery.channel,
+            &delivery.address,
+            &delivery.variant,
+            &self.fired_at,
+            &self.due_at,
+            &self.content,
+            &delivery.reason,
+            &self.id,
+        ]
+    }
+}
+
+impl ToSql for Outcome {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.as_str().to_sql()
+    }
 }
 
 fn delivery(row: &Row) -> rusqlite::Result<Delivery> {

@@ -5,20 +5,18 @@
 //! them here, so memory holds one customer at a time however large the store. Tags and events
 //! of ids that were never imported as customers are skipped.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use fallible_streaming_iterator::FallibleStreamingIterator;
 use rusqlite::{Row, Rows};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 
 use super::history::{self, Decoder};
 use super::tag_log;
 use super::{StoreError, Tx};
-use crate::eval;
+use crate::eval::{self, JsonKey};
 
 /// Which customer attributes a pass parses: evaluating a few campaigns reads a handful of
 /// attributes, and parsing the others for every customer would cost more than evaluating.
@@ -328,7 +326,7 @@ impl<'de> Visitor<'de> for Wanted<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(Key(key)) = map.next_key()? {
+        while let Some(JsonKey(key)) = map.next_key()? {
             if !self.wanted.wants(&key) {
                 map.next_value::<IgnoredAny>()?;
             } else if let Some(value) = self.out.get_mut(key.as_ref()) {
@@ -340,10 +338,6 @@ impl<'de> Visitor<'de> for Wanted<'_, '_> {
         Ok(())
     }
 }
-
-/// A JSON object key, borrowed from the text when it has no escapes.
-#[derive(Deserialize)]
-struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
 
 /// A query ordered by customer id (its first column), read in step with the customers.
 struct Follower<'s> {
