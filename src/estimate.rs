@@ -22,6 +22,13 @@ pub struct AudiencePlan {
     exclude: Option<(String, Cond)>,
 }
 
+/// Whether `cond` reads any customer attribute.
+pub(crate) fn reads_attributes(cond: &Cond) -> bool {
+    let mut names = HashSet::new();
+    attributes_read(cond, &mut names);
+    !names.is_empty()
+}
+
 impl AudiencePlan {
     pub fn new(compiler: &Compiler<'_>, campaign: &Campaign, zone: Tz) -> AudiencePlan {
         let clauses = match &campaign.audience {
@@ -54,7 +61,8 @@ impl AudiencePlan {
     }
 }
 
-fn attributes_read(cond: &Cond, names: &mut HashSet<String>) {
+/// Adds the customer attributes `cond` reads to `names`.
+pub(crate) fn attributes_read(cond: &Cond, names: &mut HashSet<String>) {
     match cond {
         Cond::Const(_) | Cond::HasTag(_) => {}
         Cond::And(a, b) | Cond::Or(a, b) => {

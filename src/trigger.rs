@@ -9,6 +9,7 @@ use chrono_tz::Tz;
 
 use crate::ast::{DayOfWeekSet, OccurrenceMode, Schedule, TagChange, TriggerKind};
 use crate::check::instant;
+use crate::estimate::reads_attributes;
 use crate::eval::{to_time, Compiler, Cond, Customer, Event, Millis};
 use crate::schedule::{day_fire_times, CronSchedule};
 
@@ -29,6 +30,23 @@ pub enum TriggerPlan {
     },
     /// Per customer, from their events.
     Event(EventTrigger),
+}
+
+impl TriggerPlan {
+    /// Whether deciding when it fires for a customer may read the customer's attributes: a
+    /// schedule's `for … after customer.x`, or an event filter that tests one.
+    pub fn reads_attributes(&self) -> bool {
+        match self {
+            TriggerPlan::At(_) => false,
+            TriggerPlan::Days { for_after, .. } | TriggerPlan::Cron { for_after, .. } => {
+                for_after.is_some()
+            }
+            TriggerPlan::Event(trigger) => {
+                let unless = trigger.unless.as_ref().and_then(|u| u.filter.as_ref());
+                trigger.filter.iter().chain(unless).any(reads_attributes)
+            }
+        }
+    }
 }
 
 /// `for D after customer.x`: fire for a customer only at instants in [x, x + D].

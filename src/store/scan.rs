@@ -293,31 +293,24 @@ impl Fill for Evaluated {
 }
 
 /// Puts a customer's events in (time, id) order: its first `tags` are tag events (in order for
-/// each tag, tag after tag), the rest its history (in order). The usual case is cheap: tags
-/// changed after the last event of the history (an import's or a run's), or before the first.
+/// each tag, tag after tag), the rest its history (in order). Each tag event is moved to its
+/// place in what follows it, last first: a customer has few tag events, and its events are
+/// large to swap, so this moves far less than sorting them all.
 fn in_time_order(events: &mut [eval::Event], tags: usize) {
     let by_time = |event: &eval::Event| (event.at, event.id);
-    if tags == 0 {
-        return;
-    }
-    let (tag_events, history) = events.split_at_mut(tags);
-    if !tag_events.is_sorted_by_key(by_time) {
-        tag_events.sort_unstable_by_key(by_time);
-    }
-    let (Some(last_tag), Some(first), Some(last)) =
-        (tag_events.last(), history.first(), history.last())
-    else {
-        return;
-    };
-    if by_time(last_tag) < by_time(first) {
-        return;
-    }
-    if by_time(&tag_events[0]) > by_time(last) {
-        events.rotate_left(tags);
-    } else {
+    if tags > MERGED_TAG_EVENTS {
         events.sort_unstable_by_key(by_time);
+        return;
+    }
+    for tag in (0..tags).rev() {
+        let key = by_time(&events[tag]);
+        let place = events[tag + 1..].partition_point(|event| by_time(event) < key);
+        events[tag..=tag + place].rotate_left(1);
     }
 }
+
+/// Beyond how many tag events a customer's events are sorted rather than merged.
+const MERGED_TAG_EVENTS: usize = 8;
 
 /// At most how many unused event slots a pass keeps (more than any customer is likely to need
 /// at once; a customer with more simply allocates the rest).
@@ -642,13 +635,16 @@ mod tests {
         };
         let order = |events: &[eval::Event]| events.iter().map(|e| e.id).collect::<Vec<_>>();
         // (tag events as filled: tag after tag; then the history), each case a layout.
-        let cases: [(&[(i64, i64)], &[(i64, i64)]); 6] = [
+        let many: Vec<(i64, i64)> = (0..10).map(|i| (20 - 2 * i, 100 + i)).collect();
+        type Times<'a> = &'a [(i64, i64)];
+        let cases: [(Times, Times); 7] = [
             (&[], &[(1, 1), (2, 2)]),
             (&[(9, 9)], &[(1, 1), (2, 2)]),
             (&[(0, 3)], &[(1, 1), (2, 2)]),
             (&[(1, 5), (3, 6)], &[(1, 1), (2, 2), (4, 4)]),
             (&[(5, 8), (7, 9), (2, 7)], &[(1, 1), (3, 2)]),
             (&[(4, 2), (8, 3)], &[]),
+            (&many, &[(1, 1), (11, 2), (30, 3)]),
         ];
         for (tags, history) in cases {
             let mut events: Vec<eval::Event> = tags
