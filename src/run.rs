@@ -758,18 +758,24 @@ impl CampaignPlan {
     }
 
     /// `pace N per D`: the first slot at or after `due` in which the customer holds fewer than N
-    /// deliveries of this campaign.
+    /// deliveries of this campaign. `taken` is the slots held from some instant at or before
+    /// `due` on, read from the store at the first call: a delivery only ever moves forward, so
+    /// the slots read for its first due time cover every later one.
     fn paced(
         &self,
         tx: &Tx,
         customer: &Customer,
         due: Millis,
         zone: Tz,
+        taken: &mut Option<Vec<(DateTime<Utc>, i64)>>,
     ) -> Result<Millis, StoreError> {
         let Some(pace) = self.pace else {
             return Ok(due);
         };
-        let taken = tx.pace_slots_held(&self.name, &customer.id, to_time(due))?;
+        let taken = match taken {
+            Some(taken) => taken,
+            None => taken.insert(tx.pace_slots_held(&self.name, &customer.id, to_time(due))?),
+        };
         let held = |slot: Millis| {
             taken
                 .iter()
@@ -796,6 +802,7 @@ impl CampaignPlan {
     ) -> Result<Millis, StoreError> {
         let zone = customer_zone(customer).unwrap_or(self.zone);
         let mut due = after_wait(fired_at, self.wait.as_ref(), zone);
+        let mut taken = None;
         // A pace slot may fall inside quiet hours: the delivery then leaves them again and takes
         // the first free slot after. Both only move forward and a day has slots outside quiet
         // hours, so this ends; the bound is for a pathological pace (1 per 100d).
@@ -807,7 +814,7 @@ impl CampaignPlan {
             if quiet != due {
                 note(reason, format!("moved by quiet hours from {}", show(due)));
             }
-            let paced = self.paced(tx, customer, quiet, zone)?;
+            let paced = self.paced(tx, customer, quiet, zone, &mut taken)?;
             if paced == quiet {
                 return Ok(paced);
             }
