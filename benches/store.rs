@@ -177,7 +177,7 @@ impl Bench {
         let elapsed = started.elapsed();
         assert!(status == 0, "`nudge {}` failed ({status})", args.join(" "));
         eprintln!(
-            "  {:.2} s, {} MB peak",
+            "  {:.3} s, {} MB peak",
             elapsed.as_secs_f64(),
             peak_kb / 1024
         );
@@ -193,7 +193,7 @@ impl Bench {
                 format!("{:.0} /s", rows as f64 / elapsed.as_secs_f64())
             });
             println!(
-                "| {what} | {:.2} s | {} MB | {rate} |",
+                "| {what} | {:.3} s | {} MB | {rate} |",
                 elapsed.as_secs_f64(),
                 peak_kb / 1024
             );
