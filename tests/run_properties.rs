@@ -454,14 +454,20 @@ proptest! {
     }
 }
 
-#[test]
-fn a_new_tag_rule_is_applied_to_every_customer_at_its_first_run() {
+/// A store of two customers: c0 viewed /home at 00:10, c1 shared at 00:20.
+fn c0_viewed_c1_shared() -> Store {
     let timeline = Timeline {
         customers: vec![(true, false, 0, None), (true, false, 0, None)],
         events: vec![(0, 1, 10, 0), (1, 2, 20, 0)],
     };
     let mut store = Store::open_in_memory().unwrap();
     fill(&mut store, &timeline);
+    store
+}
+
+#[test]
+fn a_new_tag_rule_is_applied_to_every_customer_at_its_first_run() {
+    let mut store = c0_viewed_c1_shared();
     // A run without tag rules marks the customers seen…
     run_at(&project(), &mut store, start() + Duration::hours(1));
     // …and the next, with a new rule and no new event, must still tag c0 (who viewed).
@@ -488,12 +494,7 @@ fn a_new_tag_rule_is_applied_to_every_customer_at_its_first_run() {
 /// here for a customer with no other event since that `start`.
 #[test]
 fn a_new_campaign_with_a_start_fires_on_tag_events_of_earlier_runs() {
-    let timeline = Timeline {
-        customers: vec![(true, false, 0, None), (true, false, 0, None)],
-        events: vec![(0, 1, 10, 0), (1, 2, 20, 0)],
-    };
-    let mut store = Store::open_in_memory().unwrap();
-    fill(&mut store, &timeline);
+    let mut store = c0_viewed_c1_shared();
     let viewer_rule = "tag \"viewer\" when did view\n";
     let rules = |campaign: &str| {
         let mut sources = Sources::default();

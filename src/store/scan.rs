@@ -435,6 +435,28 @@ mod tests {
         store
     }
 
+    /// The same customers in a store in memory and in one in a file under `dir` (where reads by
+    /// id happen on a second thread).
+    fn in_memory_and_in_a_file(dir: &std::path::Path) -> [Store; 2] {
+        let file = Store::open(dir.join("store.db")).unwrap();
+        [store(), filled(file)]
+    }
+
+    /// Every customer as a whole-audience pass hands it out, attributes parsed.
+    fn evaluated(store: &mut Store) -> Vec<eval::Customer> {
+        let mut evaluated = Vec::new();
+        store
+            .scratch(|tx| {
+                tx.for_each_evaluated(|scanned| {
+                    scanned.parse_attributes(Attributes::All);
+                    evaluated.push(scanned.customer.clone());
+                    Ok::<_, StoreError>(())
+                })
+            })
+            .unwrap();
+        evaluated
+    }
+
     /// Every customer as one read of its own gives it (`None` for ids never imported).
     fn one_by_one(store: &mut Store, ids: &[String]) -> Vec<eval::Customer> {
         store
@@ -469,16 +491,7 @@ mod tests {
     #[test]
     fn evaluation_passes_refill_customers_as_single_reads_read_them() {
         let mut store = store();
-        let mut evaluated = Vec::new();
-        store
-            .scratch(|tx| {
-                tx.for_each_evaluated(|scanned| {
-                    scanned.parse_attributes(Attributes::All);
-                    evaluated.push(scanned.customer.clone());
-                    Ok::<_, StoreError>(())
-                })
-            })
-            .unwrap();
+        let evaluated = evaluated(&mut store);
         let counts: Vec<_> = evaluated.iter().map(|c| c.events.len()).collect();
         assert_eq!(counts, [4, 0, 6, 1], "a and c also have their tag events");
         let ids: Vec<String> = ["a", "b", "c", "d"].map(String::from).into();
@@ -533,10 +546,7 @@ mod tests {
     #[test]
     fn customers_read_by_id_come_with_their_stored_check() {
         let dir = tempfile::tempdir().unwrap();
-        for mut store in [
-            store(),
-            filled(Store::open(dir.path().join("store.db")).unwrap()),
-        ] {
+        for mut store in in_memory_and_in_a_file(dir.path()) {
             store
                 .transaction(|tx| tx.set_check("c", Some(at(90))))
                 .unwrap();
@@ -557,10 +567,7 @@ mod tests {
     #[test]
     fn a_tag_lost_and_taken_again_keeps_its_events_in_time_order_for_every_reader() {
         let dir = tempfile::tempdir().unwrap();
-        for mut store in [
-            store(),
-            filled(Store::open(dir.path().join("store.db")).unwrap()),
-        ] {
+        for mut store in in_memory_and_in_a_file(dir.path()) {
             // a: views at 0, 20, buy at 10, VIP added at 100 (see `filled`); then lost, taken
             // again, and another tag added and lost between, with an event between those.
             store
@@ -603,17 +610,7 @@ mod tests {
             assert_eq!(a.events[5].properties.map()["tag"], "老客");
             assert_eq!(a.tags, ["VIP".to_string()].into());
             assert_eq!(&by_id(&mut store, &ids)[0], a);
-            let mut evaluated = Vec::new();
-            store
-                .scratch(|tx| {
-                    tx.for_each_evaluated(|scanned| {
-                        scanned.parse_attributes(Attributes::All);
-                        evaluated.push(scanned.customer.clone());
-                        Ok::<_, StoreError>(())
-                    })
-                })
-                .unwrap();
-            assert_eq!(&evaluated[0], a);
+            assert_eq!(&evaluated(&mut store)[0], a);
             let found = store
                 .scratch(|tx| tx.customers_with_events_between(at(125), at(130)))
                 .unwrap();
