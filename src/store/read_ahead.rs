@@ -116,7 +116,10 @@ fn read_in_batches<E: From<StoreError>>(
         for (index, id) in (0_i64..).zip(batch) {
             read_customer(customer_rows.next(), index, rows)?;
             rows.tag_count = 0;
-            while let Some(row) = tag_rows.get().filter(|row| row.get(0) == Ok(index)) {
+            while let Some(row) = tag_rows.get() {
+                if row.get::<_, i64>(0).map_err(StoreError::from)? != index {
+                    break;
+                }
                 rows.push_tag(row)?;
                 tag_rows.advance().map_err(StoreError::from)?;
             }

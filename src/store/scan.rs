@@ -292,10 +292,10 @@ impl Fill for Evaluated {
     }
 }
 
-/// Puts a customer's events in (time, id) order: its first `tags` are tag events (in order for
-/// each tag, tag after tag), the rest its history (in order). Each tag event is moved to its
-/// place in what follows it, last first: a customer has few tag events, and its events are
-/// large to swap, so this moves far less than sorting them all.
+/// Puts a customer's events in (time, id) order: its first `tags` are tag events (in any
+/// order), the rest its history (in order). Each tag event is moved to its place in what
+/// follows it, last first: a customer has few tag events, and its events are large to swap, so
+/// this moves far less than sorting them all.
 fn in_time_order(events: &mut [eval::Event], tags: usize) {
     let by_time = |event: &eval::Event| (event.at, event.id);
     if tags > MERGED_TAG_EVENTS {

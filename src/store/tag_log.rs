@@ -46,8 +46,8 @@ impl TagEvent {
     }
 }
 
-/// The events of a tag's stored `events`, in the order recorded (which is time order: a tag
-/// changes at the run's or the import's instant, never before its previous change).
+/// The events of a tag's stored `events`, in the order recorded: mostly time order, but an
+/// import may date a change before an earlier one, so readers put them in (time, id) order.
 pub(super) fn decode(bytes: &[u8]) -> impl Iterator<Item = Result<TagEvent, StoreError>> + '_ {
     let whole = bytes.len() / ENTRY * ENTRY;
     let damaged = (whole != bytes.len()).then(|| {
