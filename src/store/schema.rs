@@ -334,6 +334,41 @@ mod tests {
     }
 
     #[test]
+    fn version_7_keeps_every_tag_held_with_no_events_of_its_own() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        for step in &MIGRATIONS[..6] {
+            match step {
+                Sql(sql) => tx.execute_batch(sql).unwrap(),
+                Code(migrate) => migrate(&tx).unwrap(),
+            }
+        }
+        tx.execute_batch(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (6);
+             INSERT INTO tags (customer, tag, added_at) VALUES ('a', 'VIP', 5), ('b', 'VIP', 6);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(String, Option<i64>, Vec<u8>)> = conn
+            .prepare("SELECT customer, removed_at, events FROM tags ORDER BY customer")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [("a".into(), None, vec![]), ("b".into(), None, vec![])]
+        );
+        let changes: i64 = conn
+            .query_row("SELECT count(*) FROM tag_changes", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(changes, 0, "the tags' events are still in the histories");
+    }
+
+    #[test]
     fn version_6_keeps_every_delivery_and_its_constraints() {
         let mut conn = Connection::open_in_memory().unwrap();
         let tx = conn.transaction().unwrap();
