@@ -17,6 +17,16 @@ enum Migration {
 
 use Migration::{Code, Sql};
 
+impl Migration {
+    fn apply(&self, tx: &Transaction) -> Result<(), StoreError> {
+        match self {
+            Sql(sql) => tx.execute_batch(sql)?,
+            Code(migrate) => migrate(tx)?,
+        }
+        Ok(())
+    }
+}
+
 /// Migration `i` takes a store from version `i` to version `i + 1`. Steps are only ever appended:
 /// a released step must never change, or stores created by different builds would differ.
 const MIGRATIONS: &[Migration] = &[
@@ -265,10 +275,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .ok_or(StoreError::UnknownSchema { found, known })?;
     if !pending.is_empty() {
         for step in pending {
-            match step {
-                Sql(sql) => tx.execute_batch(sql)?,
-                Code(migrate) => migrate(&tx)?,
-            }
+            step.apply(&tx)?;
         }
         tx.execute("DELETE FROM schema_version", [])?;
         tx.execute(
@@ -333,23 +340,29 @@ mod tests {
         assert_eq!(events_left, 0);
     }
 
-    #[test]
-    fn version_7_keeps_every_tag_held_with_no_events_of_its_own() {
+    /// A store in memory at schema `version` (its first `version` steps), holding `rows`.
+    fn store_at_version(version: usize, rows: &str) -> Connection {
         let mut conn = Connection::open_in_memory().unwrap();
         let tx = conn.transaction().unwrap();
-        for step in &MIGRATIONS[..6] {
-            match step {
-                Sql(sql) => tx.execute_batch(sql).unwrap(),
-                Code(migrate) => migrate(&tx).unwrap(),
-            }
+        for step in &MIGRATIONS[..version] {
+            step.apply(&tx).unwrap();
         }
-        tx.execute_batch(
+        tx.execute_batch(&format!(
             "CREATE TABLE schema_version (version INTEGER NOT NULL);
-             INSERT INTO schema_version VALUES (6);
-             INSERT INTO tags (customer, tag, added_at) VALUES ('a', 'VIP', 5), ('b', 'VIP', 6);",
-        )
+             INSERT INTO schema_version VALUES ({version});
+             {rows}"
+        ))
         .unwrap();
         tx.commit().unwrap();
+        conn
+    }
+
+    #[test]
+    fn version_7_keeps_every_tag_held_with_no_events_of_its_own() {
+        let mut conn = store_at_version(
+            6,
+            "INSERT INTO tags (customer, tag, added_at) VALUES ('a', 'VIP', 5), ('b', 'VIP', 6);",
+        );
         migrate(&mut conn).unwrap();
         let rows: Vec<(String, Option<i64>, Vec<u8>)> = conn
             .prepare("SELECT customer, removed_at, events FROM tags ORDER BY customer")
@@ -370,25 +383,14 @@ mod tests {
 
     #[test]
     fn version_6_keeps_every_delivery_and_its_constraints() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        let tx = conn.transaction().unwrap();
-        for step in &MIGRATIONS[..5] {
-            match step {
-                Sql(sql) => tx.execute_batch(sql).unwrap(),
-                Code(migrate) => migrate(&tx).unwrap(),
-            }
-        }
-        tx.execute_batch(
-            "CREATE TABLE schema_version (version INTEGER NOT NULL);
-             INSERT INTO schema_version VALUES (5);
-             INSERT INTO runs (id, now, started_at) VALUES (1, 0, 0);
+        let mut conn = store_at_version(
+            5,
+            "INSERT INTO runs (id, now, started_at) VALUES (1, 0, 0);
              INSERT INTO deliveries (id, run, campaign, customer, occurrence, outcome,
                  fired_at, due_at) VALUES
                  (7, 1, 'c', 'a', 'o1', 'queued', 1, 2),
                  (9, 1, 'c', 'b', 'o1', 'sent', 1, 2);",
-        )
-        .unwrap();
-        tx.commit().unwrap();
+        );
         migrate(&mut conn).unwrap();
         let rows: Vec<(i64, String, String)> = conn
             .prepare("SELECT id, customer, outcome FROM deliveries ORDER BY id")
