@@ -343,12 +343,7 @@ impl<'c> Tx<'c> {
                 "INSERT INTO tag_changes (at, customer) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
             )?
             .execute(params![event.at, customer])?;
-        Ok(Some(Event {
-            id: event.id,
-            name: event.name().to_owned(),
-            at: instant(event.at)?,
-            properties: tag_log::properties(tag),
-        }))
+        Ok(Some(stored_tag_event(&event, tag)?))
     }
 
     /// Records that `employee` added the customer at `added_at` (a later record of the same pair
@@ -471,12 +466,7 @@ impl<'c> Tx<'c> {
             for event in tag_log::decode(row.get_ref(1)?.as_blob()?) {
                 let event = event?;
                 if (from..=to).contains(&event.at) {
-                    out.push(Event {
-                        id: event.id,
-                        name: event.name().to_owned(),
-                        at: instant(event.at)?,
-                        properties: tag_log::properties(tag),
-                    });
+                    out.push(stored_tag_event(&event, tag)?);
                 }
             }
         }
@@ -652,6 +642,16 @@ fn time(row: &Row, column: usize) -> rusqlite::Result<DateTime<Utc>> {
 
 fn conversion_error(column: usize, stored: Type, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, stored, message.into())
+}
+
+/// A tag event of `tag` as the store's callers see events.
+fn stored_tag_event(event: &TagEvent, tag: &str) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: event.id,
+        name: event.name().to_owned(),
+        at: instant(event.at)?,
+        properties: tag_log::properties(tag),
+    })
 }
 
 /// Reads the customer's attributes (JSON text) into `out`; false if it was never imported.
