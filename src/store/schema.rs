@@ -308,27 +308,18 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let mut statement = conn
-            .prepare("SELECT customer, first_at, last_at, last_id, count FROM event_histories")
-            .unwrap();
-        let histories: Vec<(String, i64, i64, i64, i64)> = statement
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let histories: Vec<(String, i64, i64, i64, i64)> = all(
+            &conn,
+            "SELECT customer, first_at, last_at, last_id, count FROM event_histories",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        );
         assert_eq!(
             histories,
             [("a".into(), 10, 10, 3, 1), ("b".into(), 10, 20, 4, 3)]
         );
-        let names: Vec<String> = conn
-            .prepare("SELECT name FROM event_names ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let names: Vec<String> = all(&conn, "SELECT name FROM event_names ORDER BY id", |r| {
+            r.get(0)
+        });
         assert_eq!(names, ["buy", "view"]);
         let events_left: i64 = conn
             .query_row(
@@ -338,6 +329,17 @@ mod tests {
             )
             .unwrap();
         assert_eq!(events_left, 0);
+    }
+
+    /// Every row of `sql`, as `row` reads it.
+    fn all<T>(
+        conn: &Connection,
+        sql: &str,
+        row: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
+    ) -> Vec<T> {
+        let mut statement = conn.prepare(sql).unwrap();
+        let rows = statement.query_map([], row).unwrap();
+        rows.collect::<Result<_, _>>().unwrap()
     }
 
     /// A store in memory at schema `version` (its first `version` steps), holding `rows`.
@@ -364,13 +366,11 @@ mod tests {
             "INSERT INTO tags (customer, tag, added_at) VALUES ('a', 'VIP', 5), ('b', 'VIP', 6);",
         );
         migrate(&mut conn).unwrap();
-        let rows: Vec<(String, Option<i64>, Vec<u8>)> = conn
-            .prepare("SELECT customer, removed_at, events FROM tags ORDER BY customer")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rows: Vec<(String, Option<i64>, Vec<u8>)> = all(
+            &conn,
+            "SELECT customer, removed_at, events FROM tags ORDER BY customer",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        );
         assert_eq!(
             rows,
             [("a".into(), None, vec![]), ("b".into(), None, vec![])]
@@ -392,13 +392,11 @@ mod tests {
                  (9, 1, 'c', 'b', 'o1', 'sent', 1, 2);",
         );
         migrate(&mut conn).unwrap();
-        let rows: Vec<(i64, String, String)> = conn
-            .prepare("SELECT id, customer, outcome FROM deliveries ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let rows: Vec<(i64, String, String)> = all(
+            &conn,
+            "SELECT id, customer, outcome FROM deliveries ORDER BY id",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        );
         assert_eq!(
             rows,
             [
