@@ -778,8 +778,8 @@ fn one_occurrence_is_recorded_once_and_the_unique_constraint_enforces_it() {
     // Not only the API: the table itself refuses a second row for the occurrence.
     let duplicate = store.transaction(|tx| {
         tx.connection()?.execute(
-            "INSERT INTO deliveries (run, campaign, customer, occurrence, outcome, fired_at, due_at)
-             VALUES (1, '春节促销', 'c1', 'event:1', 'capped', 0, 0)",
+            "INSERT INTO deliveries (id, run, campaign, customer, occurrence, outcome, fired_at,
+                 due_at) VALUES (99, 1, '春节促销', 'c1', 'event:1', 'capped', 0, 0)",
             [],
         )?;
         Ok::<_, StoreError>(())
@@ -793,13 +793,43 @@ fn one_occurrence_is_recorded_once_and_the_unique_constraint_enforces_it() {
 }
 
 #[test]
+fn deliveries_are_numbered_in_recording_order_across_transactions() {
+    let mut store = Store::open_in_memory().unwrap();
+    for (now, occurrences) in [
+        ("2026-03-01T03:00:00Z", ["a", "b"]),
+        ("2026-03-01T04:00:00Z", ["c", "d"]),
+    ] {
+        store
+            .transaction(|tx| {
+                let run = tx.begin_run(t(now))?;
+                for occurrence in occurrences {
+                    assert!(tx.record_delivery(run, delivery(occurrence))?);
+                }
+                tx.finish_run(run)
+            })
+            .unwrap();
+    }
+    let ids: Vec<(String, i64)> = store
+        .scratch(|tx| {
+            let conn = tx.connection()?;
+            let mut statement =
+                conn.prepare("SELECT occurrence, id FROM deliveries ORDER BY id")?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok::<_, StoreError>(rows.collect::<Result<_, _>>()?)
+        })
+        .unwrap();
+    let expected = [("a", 1), ("b", 2), ("c", 3), ("d", 4)].map(|(o, id)| (o.to_owned(), id));
+    assert_eq!(ids, expected, "the next id is kept between transactions");
+}
+
+#[test]
 fn outcomes_outside_the_list_are_refused_by_the_table() {
     let mut store = Store::open_in_memory().unwrap();
     let result = store.transaction(|tx| {
         let run = tx.begin_run(t("2026-03-01T03:00:00Z"))?;
         tx.connection()?.execute(
-            "INSERT INTO deliveries (run, campaign, customer, occurrence, outcome, fired_at, due_at)
-             VALUES (?1, 'x', 'c1', 'o', 'maybe', 0, 0)",
+            "INSERT INTO deliveries (id, run, campaign, customer, occurrence, outcome, fired_at,
+                 due_at) VALUES (1, ?1, 'x', 'c1', 'o', 'maybe', 0, 0)",
             [run.0],
         )?;
         Ok::<_, StoreError>(())
@@ -913,11 +943,11 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
             })
             .unwrap()
     };
-    assert_eq!(version(&mut store), 7);
+    assert_eq!(version(&mut store), 8);
     drop(store);
     // Opening again migrates nothing.
     let mut store = Store::open(&db).unwrap();
-    assert_eq!(version(&mut store), 7);
+    assert_eq!(version(&mut store), 8);
     let mode: String = store
         .scratch(|tx| {
             Ok::<_, StoreError>(
@@ -931,7 +961,7 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
         .transaction(|tx| {
             Ok::<_, StoreError>(
                 tx.connection()?
-                    .execute("UPDATE schema_version SET version = 8", [])
+                    .execute("UPDATE schema_version SET version = 9", [])
                     .map(drop)?,
             )
         })
@@ -939,7 +969,7 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
     drop(store);
     let error = Store::open(&db).err().unwrap();
     assert!(
-        matches!(error, StoreError::UnknownSchema { found: 8, known: 7 }),
+        matches!(error, StoreError::UnknownSchema { found: 9, known: 8 }),
         "{error}"
     );
 }

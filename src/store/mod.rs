@@ -199,6 +199,9 @@ pub struct Employee {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunId(pub i64);
 
+/// The `counters` row of the next event's id.
+const NEXT_EVENT_ID: &str = "next_event_id";
+
 /// A transaction on the store: every read and write of the engine and of imports.
 pub struct Tx<'c> {
     tx: rusqlite::Transaction<'c>,
@@ -222,14 +225,25 @@ impl<'c> Tx<'c> {
 
     fn commit(self) -> Result<(), StoreError> {
         self.write_held_deliveries()?;
-        if let Some(next) = self.next_event_id.get() {
+        let event_ids = self.next_event_id.get().map(|next| (NEXT_EVENT_ID, next));
+        for (name, next) in event_ids.into_iter().chain(self.next_delivery_id_taken()) {
             self.tx.execute(
-                "UPDATE counters SET value = ?1 WHERE name = 'next_event_id'",
-                [next],
+                "UPDATE counters SET value = ?2 WHERE name = ?1",
+                params![name, next],
             )?;
         }
         self.tx.commit()?;
         Ok(())
+    }
+
+    /// The value of a row of `counters`: the next id of events or deliveries, taken without a
+    /// query once read, and written back at the commit.
+    fn counter(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self.tx.query_row(
+            "SELECT value FROM counters WHERE name = ?1",
+            [name],
+            |row| row.get(0),
+        )?)
     }
 
     /// The underlying connection, for tools and tests that need SQL of their own (with every
@@ -419,11 +433,7 @@ impl<'c> Tx<'c> {
         if let Some(id) = self.next_event_id.get() {
             return Ok(id);
         }
-        let id = self.tx.query_row(
-            "SELECT value FROM counters WHERE name = 'next_event_id'",
-            [],
-            |row| row.get(0),
-        )?;
+        let id = self.counter(NEXT_EVENT_ID)?;
         self.next_event_id.set(Some(id));
         Ok(id)
     }

@@ -37,6 +37,7 @@ const MIGRATIONS: &[Migration] = &[
     Sql(V5),
     Sql(V6),
     Sql(V7),
+    Sql(V8),
 ];
 
 /// Version 1: the initial schema.
@@ -259,6 +260,47 @@ CREATE TRIGGER tags_updated AFTER UPDATE ON tags BEGIN
     UPDATE store_state SET value = value + 1 WHERE key = 'customers_version'; END;
 ";
 
+/// Version 8: `deliveries` clustered by occurrence, customer first. The row is stored in the
+/// B-tree of the key that makes delivery exactly-once, (customer, campaign, occurrence),
+/// instead of in a rowid table beside that key's index, and the same key serves what the
+/// by-customer index did (caps, pace slots, `explain`): a sent delivery is written to three
+/// B-trees instead of five. The row's `id` (recording order, which breaks ties in the queue)
+/// comes from `counters`, as event ids do.
+const V8: &str = "
+CREATE TABLE deliveries_v8 (
+    customer   TEXT NOT NULL,
+    campaign   TEXT NOT NULL,
+    occurrence TEXT NOT NULL,
+    id         INTEGER NOT NULL,
+    run        INTEGER NOT NULL,
+    outcome    TEXT NOT NULL
+        CHECK (outcome = 'sent' OR outcome = 'expired' OR outcome = 'capped'
+            OR outcome = 'unreachable' OR outcome = 'control' OR outcome = 'queued'),
+    channel    TEXT,
+    address    TEXT,
+    variant    TEXT,
+    fired_at   INTEGER NOT NULL,
+    due_at     INTEGER NOT NULL,
+    content    TEXT,
+    reason     TEXT,
+    PRIMARY KEY (customer, campaign, occurrence)
+) WITHOUT ROWID;
+INSERT INTO deliveries_v8 (customer, campaign, occurrence, id, run, outcome, channel, address,
+        variant, fired_at, due_at, content, reason)
+    SELECT customer, campaign, occurrence, id, run, outcome, channel, address,
+        variant, fired_at, due_at, content, reason
+    FROM deliveries ORDER BY customer, campaign, occurrence;
+INSERT INTO counters (name, value)
+    SELECT 'next_delivery_id', coalesce(max(id), 0) + 1 FROM deliveries;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_v8 RENAME TO deliveries;
+CREATE INDEX deliveries_by_address ON deliveries (campaign, address);
+CREATE INDEX deliveries_queue ON deliveries (due_at, campaign, customer, id)
+    WHERE outcome = 'queued';
+CREATE INDEX deliveries_sent_by_campaign ON deliveries (campaign, due_at)
+    WHERE outcome = 'sent';
+";
+
 /// Brings the schema up to the newest version, all steps in one transaction.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -382,7 +424,7 @@ mod tests {
     }
 
     #[test]
-    fn version_6_keeps_every_delivery_and_its_constraints() {
+    fn versions_6_and_8_keep_every_delivery_and_its_constraints() {
         let mut conn = store_at_version(
             5,
             "INSERT INTO runs (id, now, started_at) VALUES (1, 0, 0);
@@ -406,8 +448,8 @@ mod tests {
         );
         let insert = |occurrence: &str, outcome: &str| {
             conn.execute(
-                "INSERT INTO deliveries (run, campaign, customer, occurrence, outcome, fired_at,
-                     due_at) VALUES (1, 'c', 'a', ?1, ?2, 1, 2)",
+                "INSERT INTO deliveries (id, run, campaign, customer, occurrence, outcome,
+                     fired_at, due_at) VALUES (10, 1, 'c', 'a', ?1, ?2, 1, 2)",
                 [occurrence, outcome],
             )
         };
@@ -422,6 +464,14 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(indexes, 4);
+        assert_eq!(indexes, 3, "by address, the queue, sent by campaign");
+        let next_id: i64 = conn
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'next_delivery_id'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(next_id, 10, "after the largest id kept");
     }
 }
