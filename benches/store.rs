@@ -6,7 +6,7 @@
 //! NUDGE_BENCH_CUSTOMERS=1000000 cargo bench --bench store    # 1M customers, ~20M events
 //! ```
 //!
-//! `NUDGE_BENCH_KEEP=1` also keeps a copy of the store as the incremental run finds it,
+//! `NUDGE_BENCH_KEEP=1` also keeps the copy of the store as the incremental run finds it,
 //! `before-incremental.db` (its WAL is checkpointed by the import before it).
 //!
 //! Every step runs the release `nudge` binary in a child process, after a `sync`, and reports its
@@ -16,9 +16,10 @@
 //! 1. `nudge demo --generate-only`: the generator writes the store directly;
 //! 2. the same shop is written as JSON Lines, events in time order (not timed);
 //! 3. `nudge import customers`, `employees`, `events` into a fresh store;
-//! 4. `nudge estimate rules` on that store (every customer, every campaign);
+//! 4. `nudge estimate rules` on that store (every customer, every campaign), five times;
 //! 5. a first `nudge run` (campaigns begin), then 10,000 new events imported and an incremental
-//!    `nudge run` over the two hours they fall in (no schedule fires then).
+//!    `nudge run` over the two hours they fall in (no schedule fires then), five times, each on
+//!    a fresh copy of the store as the import left it.
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -33,6 +34,10 @@ const EVENTS_PER_CUSTOMER: usize = 20;
 const NEW_EVENTS: usize = 10_000;
 /// Time buckets of the events file: each is sorted in memory, so the bench stays small too.
 const BUCKETS: i64 = 64;
+/// How many times the estimate and the incremental run are timed (the latter on fresh copies of
+/// the same store): on the benchmark machine one run varies by a fifth from minute to minute.
+/// The report gives each step's median and range.
+const REPEATS: usize = 5;
 
 fn main() {
     let customers: usize = std::env::var("NUDGE_BENCH_CUSTOMERS")
@@ -94,11 +99,13 @@ fn run(mut bench: Bench, customers: usize) {
     );
     let rules = bench.rules.display().to_string();
     let before = "2026-11-19T00:00:00Z";
-    bench.step(
-        "estimate every campaign of rules/",
-        &["estimate", &rules, "--store", &store, "--at", before],
-        None,
-    );
+    for _ in 0..REPEATS {
+        bench.step(
+            "estimate every campaign of rules/",
+            &["estimate", &rules, "--store", &store, "--at", before],
+            None,
+        );
+    }
     bench.step(
         "first run (campaigns begin)",
         &["run", &rules, "--store", &store, "--now", before],
@@ -134,15 +141,20 @@ fn run(mut bench: Bench, customers: usize) {
         &["import", "events", &file, "--store", &store],
         Some(NEW_EVENTS as u64),
     );
-    if std::env::var_os("NUDGE_BENCH_KEEP").is_some() {
-        // A copy of the store as the incremental run finds it, to time that run again by hand.
-        fs::copy(&store, bench.path("before-incremental.db")).expect("the store can be copied");
+    // The store as the incremental run finds it; each timed run gets a fresh copy of it.
+    let before_incremental = bench.path("before-incremental.db");
+    fs::copy(&store, &before_incremental).expect("the store can be copied");
+    for _ in 0..REPEATS {
+        fs::copy(&before_incremental, &store).expect("the store can be copied");
+        bench.step(
+            &format!("incremental run after {NEW_EVENTS} new events"),
+            &run_event_driven(later),
+            None,
+        );
     }
-    bench.step(
-        &format!("incremental run after {NEW_EVENTS} new events"),
-        &run_event_driven(later),
-        None,
-    );
+    if std::env::var_os("NUDGE_BENCH_KEEP").is_none() {
+        fs::remove_file(&before_incremental).expect("the copy can be removed");
+    }
     bench.report(customers, events);
 }
 
@@ -184,17 +196,38 @@ impl Bench {
         self.results.push((what.to_owned(), elapsed, peak_kb, rows));
     }
 
+    /// A table of the steps in order, a row per step: a step timed more than once shows its
+    /// median, then its range, and the largest peak.
     fn report(&self, customers: usize, events: u64) {
         println!("\nstore benchmark: {customers} customers, {events} events\n");
         println!("| step | time | peak memory | rate |");
         println!("|---|---|---|---|");
-        for (what, elapsed, peak_kb, rows) in &self.results {
-            let rate = rows.map_or(String::new(), |rows| {
-                format!("{:.0} /s", rows as f64 / elapsed.as_secs_f64())
+        let mut steps: Vec<&str> = Vec::new();
+        for (what, ..) in &self.results {
+            if !steps.contains(&what.as_str()) {
+                steps.push(what);
+            }
+        }
+        for step in steps {
+            let runs: Vec<_> = self.results.iter().filter(|r| r.0 == step).collect();
+            let mut times: Vec<Duration> = runs.iter().map(|r| r.1).collect();
+            times.sort();
+            let median = times[times.len() / 2];
+            let peak_kb = runs.iter().map(|r| r.2).max().unwrap_or(0);
+            let rate = runs[0].3.map_or(String::new(), |rows| {
+                format!("{:.0} /s", rows as f64 / median.as_secs_f64())
             });
+            let range = match times.len() {
+                1 => String::new(),
+                n => format!(
+                    " (median of {n}, {:.3}–{:.3} s)",
+                    times[0].as_secs_f64(),
+                    times[n - 1].as_secs_f64()
+                ),
+            };
             println!(
-                "| {what} | {:.3} s | {} MB | {rate} |",
-                elapsed.as_secs_f64(),
+                "| {step} | {:.3} s{range} | {} MB | {rate} |",
+                median.as_secs_f64(),
                 peak_kb / 1024
             );
         }
