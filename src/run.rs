@@ -18,6 +18,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -74,6 +75,56 @@ pub enum RunError {
     Output(#[from] std::io::Error),
 }
 
+/// How long each part of a run took, in order (`nudge run --timings`): for engineers who need
+/// to know where a batch job's time goes without a profiler.
+#[derive(Debug)]
+pub struct Phases {
+    last: Instant,
+    pub list: Vec<Phase>,
+}
+
+/// One part of a run.
+#[derive(Debug)]
+pub struct Phase {
+    pub name: &'static str,
+    pub took: Duration,
+    /// What it handled, for people: "10,257 customers", "2,447 sent".
+    pub handled: Option<String>,
+}
+
+impl Phases {
+    pub fn start() -> Phases {
+        Phases {
+            last: Instant::now(),
+            list: Vec::new(),
+        }
+    }
+
+    /// Ends the current phase (begun when the previous one ended).
+    pub fn end(&mut self, name: &'static str, handled: Option<String>) {
+        let now = Instant::now();
+        self.list.push(Phase {
+            name,
+            took: now - self.last,
+            handled,
+        });
+        self.last = now;
+    }
+}
+
+/// `n` things as people write them: "1 customer", "10,257 customers".
+fn counted(n: usize, one: &str, many: &str) -> String {
+    let digits = n.to_string();
+    let mut grouped = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    format!("{grouped} {}", if n == 1 { one } else { many })
+}
+
 /// Runs every campaign of a checked project (no errors) against the store at `options.now`,
 /// returning what was sent, ordered by due time, then campaign, then customer.
 pub fn run(
@@ -82,7 +133,8 @@ pub fn run(
     options: &RunOptions,
 ) -> Result<Vec<Emitted>, RunError> {
     let mut emitted = Vec::new();
-    run_into(project, store, options, &mut |e| {
+    let mut phases = Phases::start();
+    run_into(project, store, options, &mut phases, &mut |e| {
         emitted.push(e);
         Ok(())
     })?;
@@ -93,11 +145,13 @@ pub fn run(
 /// time, then campaign, then customer — instead of collecting them, so a run that sends a
 /// million messages does not hold them in memory. The run commits only after the last one: a
 /// sink that must not show uncommitted deliveries should buffer them (the CLI writes them to a
-/// temporary file). Returns how many were sent.
+/// temporary file). Returns how many were sent; `phases` gets what took how long, up to the
+/// commit.
 pub fn run_into(
     project: &Project,
     store: &mut Store,
     options: &RunOptions,
+    phases: &mut Phases,
     sink: &mut dyn FnMut(Emitted) -> std::io::Result<()>,
 ) -> Result<usize, RunError> {
     let schema = project.schema();
@@ -123,12 +177,22 @@ pub fn run_into(
         policy_cap: schema.policy_cap,
     };
     let now = options.now.timestamp_millis();
-    let body = |tx: &Tx| run_in(tx, &plans, now, options.now, sink);
-    if options.dry_run {
+    phases.end("compile the campaigns", None);
+    let body = |tx: &Tx| run_in(tx, &plans, now, options.now, phases, sink);
+    let sent = if options.dry_run {
         store.scratch(body)
     } else {
         store.transaction(body)
-    }
+    }?;
+    phases.end(
+        if options.dry_run {
+            "roll back"
+        } else {
+            "commit"
+        },
+        None,
+    );
+    Ok(sent)
 }
 
 /// Everything a run needs from the project, compiled.
@@ -174,6 +238,7 @@ fn run_in(
     plans: &Plans,
     now: Millis,
     now_time: DateTime<Utc>,
+    phases: &mut Phases,
     sink: &mut dyn FnMut(Emitted) -> std::io::Result<()>,
 ) -> Result<usize, RunError> {
     let previous = tx.last_run_now()?.map(|t| t.timestamp_millis());
@@ -225,6 +290,10 @@ fn run_in(
                     && names.contains(&*event.name)
             };
             let ids: Vec<String> = ids.into_iter().collect();
+            phases.end(
+                "find the customers with something new",
+                Some(counted(ids.len(), "customer", "customers")),
+            );
             tx.limit_cache(TARGETED_CACHE_KIB)?;
             tx.for_customers(&ids, |scanned| {
                 let customer = &scanned.customer;
@@ -234,17 +303,25 @@ fn run_in(
                 }
                 Ok::<_, RunError>(())
             })?;
+            phases.end("read and decide them", None);
         }
         None => {
             // A schedule fires for the whole audience, or tag rules must be recomputed for
             // everyone: every customer is read once, and records its check anew.
             tx.clear_checks()?;
-            tx.for_each_evaluated(|scanned| candidates.process(scanned, None))?;
+            let mut read = 0;
+            tx.for_each_evaluated(|scanned| {
+                read += 1;
+                candidates.process(scanned, None)
+            })?;
+            let read = counted(read, "customer", "customers");
+            phases.end("read and decide every customer", Some(read));
         }
     }
     tx.mark_customers_seen()?;
     tx.set_state(TAG_RULES_STATE, fingerprint(&plans.tag_rules))?;
     let sent = release_due(tx, run, plans, now, &candidates.recent, sink)?;
+    phases.end("release what is due", Some(counted(sent, "sent", "sent")));
     candidates.recent.free_in_background();
     for campaign in campaigns {
         tx.set_progress(&campaign.name, "until", &now.to_string())?;
@@ -1345,4 +1422,28 @@ fn after_end(due: Millis, end: Millis) -> String {
 
 fn show(ms: Millis) -> String {
     to_time(ms).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counted;
+
+    #[test]
+    fn counts_are_written_with_thousands_grouped() {
+        let written: Vec<String> = [0, 1, 999, 1_000, 10_257, 1_234_567]
+            .into_iter()
+            .map(|n| counted(n, "customer", "customers"))
+            .collect();
+        assert_eq!(
+            written,
+            [
+                "0 customers",
+                "1 customer",
+                "999 customers",
+                "1,000 customers",
+                "10,257 customers",
+                "1,234,567 customers"
+            ]
+        );
+    }
 }

@@ -15,6 +15,10 @@ fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
 fn scratch(name: &str, files: &[(&str, &[u8])]) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("nudge-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -338,4 +342,62 @@ fn import_at_dates_the_tags_it_adds() {
     ]);
     let sent: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(sent["fired_at"], "2026-03-01T08:00:00Z", "{sent}");
+}
+
+#[test]
+fn run_timings_name_every_phase_on_stderr_and_change_nothing_else() {
+    let dir = scratch("timings", &[
+        ("rules.nudge", "customer { phone: text? }\nevent buy\ncampaign \"thanks\" {\n  start 2026-02-01 00:00\n  trigger on buy\n  send sms \"谢谢\"\n}\n".as_bytes()),
+        ("customers.jsonl", "{\"id\": \"a\", \"phone\": \"1\"}\n".as_bytes()),
+        ("events.jsonl", "{\"customer\": \"a\", \"event\": \"buy\", \"at\": \"2026-03-01T08:00:00Z\"}\n".as_bytes()),
+    ]);
+    let store = dir.join("s.db");
+    let store = store.to_str().unwrap();
+    for kind in ["customers", "events"] {
+        let file = dir.join(format!("{kind}.jsonl"));
+        let import = nudge(&["import", kind, file.to_str().unwrap(), "--store", store]);
+        assert_eq!(import.status.code(), Some(0), "{}", stderr(&import));
+    }
+    let rules = dir.join("rules.nudge");
+    let run = |now: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            rules.to_str().unwrap(),
+            "--store",
+            store,
+            "--now",
+            now,
+        ];
+        args.extend(extra);
+        nudge(&args)
+    };
+    // No schedule, so the run reads only the customers with new events.
+    let timed = run("2026-03-02T00:00:00Z", &["--timings", "--dry-run"]);
+    assert_eq!(timed.status.code(), Some(0));
+    let phases: Vec<String> = stderr(&timed)
+        .lines()
+        .map(|line| {
+            line.split_once(" ms  ")
+                .expect("milliseconds, then the phase")
+                .1
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "load the rules, open the store",
+            "compile the campaigns",
+            "find the customers with something new (1 customer)",
+            "read and decide them",
+            "release what is due (1 sent)",
+            "roll back",
+            "close the store (checkpoint, sync)",
+            "print",
+            "in all",
+        ]
+    );
+    let plain = run("2026-03-02T00:00:00Z", &[]);
+    assert_eq!(stdout(&plain), stdout(&timed));
+    assert_eq!(stderr(&plain), "");
 }

@@ -5,7 +5,7 @@ use std::io::{BufWriter, Seek, SeekFrom, Write};
 use chrono::{DateTime, Utc};
 
 use super::{EXIT_ERRORS, EXIT_OK, EXIT_USAGE};
-use crate::run::{Emitted, RunError, RunOptions};
+use crate::run::{Emitted, Phases, RunError, RunOptions};
 use crate::store::StoreError;
 
 #[derive(clap::Args)]
@@ -21,6 +21,9 @@ pub struct Args {
     /// Decide everything, print it, and leave the store unchanged
     #[arg(long)]
     dry_run: bool,
+    /// Also print, to stderr, how long each part of the run took
+    #[arg(long)]
+    timings: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -30,10 +33,12 @@ pub enum Format {
 }
 
 pub fn run(args: Args) -> u8 {
+    let mut phases = Phases::start();
     let (project, mut store) = match args.target.open() {
         Ok(opened) => opened,
         Err(code) => return code,
     };
+    phases.end("load the rules, open the store", None);
     let options = RunOptions {
         now: args.now.unwrap_or_else(Utc::now),
         dry_run: args.dry_run,
@@ -51,7 +56,7 @@ pub fn run(args: Args) -> u8 {
         }
     };
     let format = args.format;
-    let sent = crate::run::run_into(&project, &mut store, &options, &mut |e| {
+    let sent = crate::run::run_into(&project, &mut store, &options, &mut phases, &mut |e| {
         buffer.write_all(line(format, &e).as_bytes())
     });
     let sent = match sent {
@@ -66,6 +71,7 @@ pub fn run(args: Args) -> u8 {
         }
     };
     drop(store);
+    phases.end("close the store (checkpoint, sync)", None);
     // A closed stdout changes nothing about the run, which is committed.
     let _ = copy_to_stdout(buffer);
     if let Format::Table = format {
@@ -74,7 +80,31 @@ pub fn run(args: Args) -> u8 {
             n => println!("{n} deliveries sent"),
         }
     }
+    phases.end("print", None);
+    if args.timings {
+        eprint!("{}", timings(&phases));
+    }
     EXIT_OK
+}
+
+/// The phases of a run as a table for people: milliseconds, what, how many.
+fn timings(phases: &Phases) -> String {
+    let mut table = String::new();
+    let mut total = std::time::Duration::ZERO;
+    for phase in &phases.list {
+        total += phase.took;
+        let handled = phase
+            .handled
+            .as_ref()
+            .map(|what| format!(" ({what})"))
+            .unwrap_or_default();
+        table += &format!("{:>8.1} ms  {}{handled}\n", ms(phase.took), phase.name);
+    }
+    table + &format!("{:>8.1} ms  in all\n", ms(total))
+}
+
+fn ms(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 fn copy_to_stdout(buffer: BufWriter<std::fs::File>) -> std::io::Result<()> {
