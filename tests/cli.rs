@@ -30,6 +30,15 @@ fn scratch(name: &str, files: &[(&str, &[u8])]) -> std::path::PathBuf {
     dir
 }
 
+/// Imports `customers.jsonl`, then `events.jsonl`, of `dir` into `store`.
+fn import_customers_and_events(dir: &std::path::Path, store: &str) {
+    for kind in ["customers", "events"] {
+        let file = dir.join(format!("{kind}.jsonl"));
+        let import = nudge(&["import", kind, file.to_str().unwrap(), "--store", store]);
+        assert_eq!(import.status.code(), Some(0), "{}", stderr(&import));
+    }
+}
+
 const NOW: &str = "--now=2026-11-21T00:00:00Z";
 
 #[test]
@@ -252,15 +261,7 @@ fn estimate_counts_the_funnel() {
     ]);
     let store = dir.join("s.db");
     let store = store.to_str().unwrap();
-    for kind in ["customers", "events"] {
-        let file = dir.join(format!("{kind}.jsonl"));
-        assert_eq!(
-            nudge(&["import", kind, file.to_str().unwrap(), "--store", store])
-                .status
-                .code(),
-            Some(0)
-        );
-    }
+    import_customers_and_events(&dir, store);
     let rules = dir.join("rules.nudge");
     let output = nudge(&[
         "estimate",
@@ -353,11 +354,7 @@ fn run_timings_name_every_phase_on_stderr_and_change_nothing_else() {
     ]);
     let store = dir.join("s.db");
     let store = store.to_str().unwrap();
-    for kind in ["customers", "events"] {
-        let file = dir.join(format!("{kind}.jsonl"));
-        let import = nudge(&["import", kind, file.to_str().unwrap(), "--store", store]);
-        assert_eq!(import.status.code(), Some(0), "{}", stderr(&import));
-    }
+    import_customers_and_events(&dir, store);
     let rules = dir.join("rules.nudge");
     let run = |now: &str, extra: &[&str]| {
         let mut args = vec![
