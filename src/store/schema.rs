@@ -265,7 +265,9 @@ CREATE TRIGGER tags_updated AFTER UPDATE ON tags BEGIN
 /// instead of in a rowid table beside that key's index, and the same key serves what the
 /// by-customer index did (caps, pace slots, `explain`): a sent delivery is written to three
 /// B-trees instead of five. The row's `id` (recording order, which breaks ties in the queue)
-/// comes from `counters`, as event ids do. The columns are V6's, key first: a released step
+/// comes from `counters`, as event ids do. The price: a row of more than about 4 KB (a long
+/// e-mail's content) spills into overflow pages, where a rowid table kept up to 16 KB in its
+/// leaf. The columns are V6's, key first: a released step
 /// never changes, so each spells out the table it builds rather than sharing text with another.
 const V8: &str = "
 CREATE TABLE deliveries_v8 (
