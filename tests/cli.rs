@@ -2,6 +2,9 @@
 
 use std::process::{Command, Output};
 
+mod common;
+use common::Scratch;
+
 fn nudge(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nudge"))
         .args(args)
@@ -19,9 +22,8 @@ fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
 }
 
-fn scratch(name: &str, files: &[(&str, &[u8])]) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("nudge-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+fn scratch(name: &str, files: &[(&str, &[u8])]) -> Scratch {
+    let dir = Scratch::new(&format!("cli-{name}"));
     for (path, text) in files {
         let path = dir.join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -181,7 +183,8 @@ fn the_readme_lists_every_diagnostic_code() {
 
 #[test]
 fn the_demo_runs_end_to_end() {
-    let store = std::env::temp_dir().join(format!("nudge-cli-demo-{}.db", std::process::id()));
+    let dir = Scratch::new("cli-demo");
+    let store = dir.join("demo.db");
     let output = nudge(&[
         "demo",
         "--customers",
@@ -220,13 +223,13 @@ fn the_demo_runs_end_to_end() {
     ]);
     assert_eq!(again.status.code(), Some(0));
     assert_eq!(stdout(&again), "0 deliveries sent\n");
-    let _ = std::fs::remove_file(&store);
 }
 
 #[test]
 fn a_run_prints_its_deliveries_only_once_they_are_on_disk() {
     use std::io::BufRead;
-    let store = std::env::temp_dir().join(format!("nudge-cli-durable-{}.db", std::process::id()));
+    let dir = Scratch::new("cli-durable");
+    let store = dir.join("demo.db");
     let store_arg = store.to_str().unwrap();
     let demo = nudge(&["demo", "--customers", "300", "--store", store_arg]);
     assert_eq!(demo.status.code(), Some(0));
@@ -249,7 +252,6 @@ fn a_run_prints_its_deliveries_only_once_they_are_on_disk() {
     );
     assert!(first.starts_with('{'), "a delivery: {first}");
     assert!(run.wait().unwrap().success());
-    let _ = std::fs::remove_file(&store);
 }
 
 #[test]

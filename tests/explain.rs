@@ -55,7 +55,9 @@ fn nudge(args: &[&str]) -> Output {
 fn shop() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("nudge-explain-{}", std::process::id()));
+        // In the build's own scratch space, replaced by each run of this file: a static is
+        // never dropped, so a directory removed on drop would never be removed.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("nudge-explain");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("rules.nudge"), RULES).unwrap();

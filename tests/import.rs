@@ -1,8 +1,11 @@
 //! The event store and `nudge import`: formats, bad rows, atomicity, the engine-state API.
 
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+mod common;
+use common::Scratch;
 
 use chrono::{DateTime, Utc};
 use nudge::store::{
@@ -25,14 +28,6 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
-}
-
-/// A fresh directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nudge-import-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn write(dir: &Path, name: &str, content: impl AsRef<[u8]>) -> String {
@@ -105,7 +100,7 @@ fn seeded(dir: &Path) -> String {
 
 #[test]
 fn jsonl_imports_every_kind() {
-    let dir = scratch("jsonl");
+    let dir = Scratch::new("import-jsonl");
     let db = dir.join("nudge.db").to_str().unwrap().to_owned();
     let output = nudge(&[
         "import",
@@ -180,7 +175,7 @@ fn jsonl_imports_every_kind() {
 
 #[test]
 fn csv_cells_are_typed_and_columns_are_attributes_or_properties() {
-    let dir = scratch("csv");
+    let dir = Scratch::new("import-csv");
     let db = dir.join("nudge.db").to_str().unwrap().to_owned();
     for (kind, file) in [
         ("customers", "customers.csv"),
@@ -257,7 +252,7 @@ fn each_kind_of_bad_row_rejects_the_whole_import() {
         ("events", "csv", b"c1,\xff,2026-03-01T10:00:00Z", "column `event` is not UTF-8 text"),
         ("customers", "csv", b",x", "`id` is empty"),
     ];
-    let dir = scratch("bad-rows");
+    let dir = Scratch::new("import-bad-rows");
     let db = seeded(&dir);
     let before = dump(&db);
     for (index, (kind, format, bad, reason)) in cases.iter().enumerate() {
@@ -298,7 +293,7 @@ fn each_kind_of_bad_row_rejects_the_whole_import() {
 
 #[test]
 fn skip_invalid_imports_the_rest_and_lists_each_skipped_line() {
-    let dir = scratch("skip");
+    let dir = Scratch::new("import-skip");
     let file = write(
         &dir,
         "events.jsonl",
@@ -334,7 +329,7 @@ fn skip_invalid_imports_the_rest_and_lists_each_skipped_line() {
 
 #[test]
 fn a_strict_import_lists_twenty_bad_rows_and_counts_the_rest() {
-    let dir = scratch("many");
+    let dir = Scratch::new("import-many");
     let file = write(&dir, "events.jsonl", "{}\n".repeat(25));
     let db = dir.join("nudge.db").to_str().unwrap().to_owned();
     let output = nudge(&["import", "events", &file, "--store", &db]);
@@ -348,7 +343,7 @@ fn a_strict_import_lists_twenty_bad_rows_and_counts_the_rest() {
 
 #[test]
 fn csv_header_problems_fail_before_any_row() {
-    let dir = scratch("header");
+    let dir = Scratch::new("import-header");
     let db = dir.join("nudge.db").to_str().unwrap().to_owned();
     for (kind, header, reason) in [
         (
@@ -379,7 +374,7 @@ fn csv_header_problems_fail_before_any_row() {
 
 #[test]
 fn reimporting_customers_merges_their_attributes_and_tags() {
-    let dir = scratch("merge");
+    let dir = Scratch::new("import-merge");
     let db = seeded(&dir);
     let file = write(
         &dir,
@@ -400,7 +395,7 @@ fn reimporting_customers_merges_their_attributes_and_tags() {
 
 #[test]
 fn reimporting_a_tag_records_no_second_tag_added_event() {
-    let dir = scratch("tag-twice");
+    let dir = Scratch::new("import-tag-twice");
     let db = seeded(&dir);
     let before = dump(&db);
     let output = nudge(&["import", "tags", &fixture("tags.jsonl"), "--store", &db]);
@@ -410,7 +405,7 @@ fn reimporting_a_tag_records_no_second_tag_added_event() {
 
 #[test]
 fn files_and_stores_that_cannot_be_used_exit_2() {
-    let dir = scratch("usage");
+    let dir = Scratch::new("import-usage");
     let db = dir.join("nudge.db").to_str().unwrap().to_owned();
     let missing = dir.join("missing.jsonl").to_str().unwrap().to_owned();
     let events = fixture("events.jsonl");
@@ -467,7 +462,7 @@ fn files_and_stores_that_cannot_be_used_exit_2() {
 
 #[test]
 fn an_import_killed_part_way_leaves_the_store_as_before() {
-    let dir = scratch("killed");
+    let dir = Scratch::new("import-killed");
     let db = seeded(&dir);
     let before = dump(&db);
     let line = r#"{"customer": "c1", "event": "view", "at": "2026-03-01T10:00:00Z", "properties": {"page": "/p"}}"#;
@@ -484,12 +479,11 @@ fn an_import_killed_part_way_leaves_the_store_as_before() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(dump(&db), before);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn line_endings_byte_order_marks_and_blank_lines_are_tolerated() {
-    let dir = scratch("lines");
+    let dir = Scratch::new("import-lines");
     let file = write(
         &dir,
         "customers.ndjson",
@@ -510,7 +504,7 @@ fn line_endings_byte_order_marks_and_blank_lines_are_tolerated() {
 
 #[test]
 fn an_overlong_line_is_a_bad_row_and_the_next_line_still_counts() {
-    let dir = scratch("long");
+    let dir = Scratch::new("import-long");
     let long = format!(r#"{{"id": "c1", "note": "{}"}}"#, "x".repeat(17 << 20));
     let file = write(
         &dir,
@@ -532,7 +526,6 @@ fn an_overlong_line_is_a_bad_row_and_the_next_line_still_counts() {
         format!("skipped: {file}:1: line longer than 16 MB\n")
     );
     assert!(stdout(&output).starts_with("imported 1 customer "));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Collects what an import reports.
@@ -553,7 +546,7 @@ impl ImportObserver for Collect {
 
 #[test]
 fn the_library_import_reports_progress_and_bad_rows() {
-    let dir = scratch("library");
+    let dir = Scratch::new("import-library");
     let file = write(
         &dir,
         "events.jsonl",
@@ -597,7 +590,7 @@ fn the_library_import_reports_progress_and_bad_rows() {
 
 #[test]
 fn events_at_one_instant_keep_their_file_order() {
-    let dir = scratch("ties");
+    let dir = Scratch::new("import-ties");
     let rows: Vec<String> = (0..200)
         .map(|i| {
             format!(
@@ -759,7 +752,7 @@ fn delivery(occurrence: &str) -> Delivery {
 
 #[test]
 fn one_occurrence_is_recorded_once_and_the_unique_constraint_enforces_it() {
-    let dir = scratch("exactly-once");
+    let dir = Scratch::new("import-exactly-once");
     let db = dir.join("nudge.db");
     let mut store = Store::open(&db).unwrap();
     store
@@ -862,7 +855,7 @@ fn a_run_cannot_go_back_in_time() {
 
 #[test]
 fn a_failed_or_panicking_transaction_leaves_the_store_as_before() {
-    let dir = scratch("rollback");
+    let dir = Scratch::new("import-rollback");
     let db = seeded(&dir);
     let before = dump(&db);
     let mut store = Store::open(&db).unwrap();
@@ -929,7 +922,7 @@ fn progress_values_are_kept_per_campaign() {
 
 #[test]
 fn the_schema_is_versioned_and_a_newer_store_is_refused() {
-    let dir = scratch("schema");
+    let dir = Scratch::new("import-schema");
     let db = dir.join("nudge.db");
     let mut store = Store::open(&db).unwrap();
     let version = |store: &mut Store| {

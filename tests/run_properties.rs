@@ -287,8 +287,8 @@ fn a_run_that_fails_part_way_changes_nothing() {
             })
             .collect(),
     };
-    let path = std::env::temp_dir().join(format!("nudge-failure-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&path);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
     let mut store = Store::open(&path).unwrap();
     fill(&mut store, &timeline);
     let now = start() + Duration::days(2);
@@ -298,7 +298,6 @@ fn a_run_that_fails_part_way_changes_nothing() {
     let mut fresh = Store::open_in_memory().unwrap();
     fill(&mut fresh, &timeline);
     assert_eq!(sorted(emitted), sorted(run_at(&project, &mut fresh, now)));
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]

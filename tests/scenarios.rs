@@ -23,9 +23,8 @@ fn nudge(args: &[&str]) -> (i32, String, String) {
 
 fn run_scenario(dir: &Path) {
     let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let store =
-        std::env::temp_dir().join(format!("nudge-scenario-{name}-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&store);
+    let scratch = tempfile::tempdir().unwrap();
+    let store = scratch.path().join(format!("{name}.db"));
     let store_arg = store.to_str().unwrap();
     for kind in ["customers", "events", "employees", "tags"] {
         let file = dir.join(format!("{kind}.jsonl"));
@@ -83,7 +82,6 @@ fn run_scenario(dir: &Path) {
         let got = recorded_outcomes(&store);
         assert_eq!(got, want, "{name}: outcomes\ngot:\n{}", got.join("\n"));
     }
-    let _ = std::fs::remove_file(&store);
 }
 
 /// Every delivery outcome in the store, as `outcomes.txt` lists them.
