@@ -274,10 +274,10 @@ impl WindowCond {
 pub enum TestCond {
     /// A bool value on its own.
     IsTrue,
-    Compare(CmpOp, Scalar),
+    Compare(CmpOp, Scalar<'static>),
     In {
         negated: bool,
-        values: Vec<Scalar>,
+        values: Vec<Scalar<'static>>,
     },
     Contains(String),
     IsSet {
@@ -286,10 +286,12 @@ pub enum TestCond {
     Window(WindowCond),
 }
 
-/// A typed value.
+/// A typed value. A text read from a customer or an event borrows it: evaluation tests
+/// attributes of every customer against every campaign, and copying each text it compares
+/// was a tenth of `estimate`'s counting (callgrind: 10 allocations a customer).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Scalar {
-    Text(String),
+pub enum Scalar<'a> {
+    Text(Cow<'a, str>),
     Number(f64),
     Bool(bool),
     Time(Millis),
@@ -451,14 +453,14 @@ impl<'a> Compiler<'a> {
         Cond::Test { source, ty, test }
     }
 
-    fn scalar(&self, literal: &Literal) -> Scalar {
+    fn scalar(&self, literal: &Literal) -> Scalar<'static> {
         match &literal.value {
-            Value::Text(t) => Scalar::Text(t.clone()),
+            Value::Text(t) => Scalar::Text(Cow::Owned(t.clone())),
             Value::Number(n) => Scalar::Number(*n),
             Value::Bool(b) => Scalar::Bool(*b),
             Value::DateTime(dt) => Scalar::Time(instant(dt, self.zone).timestamp_millis()),
             Value::Duration(s) => Scalar::Duration(*s),
-            Value::TimeOfDay(t) => Scalar::Text(t.format("%H:%M").to_string()),
+            Value::TimeOfDay(t) => Scalar::Text(Cow::Owned(t.format("%H:%M").to_string())),
         }
     }
 }
@@ -482,7 +484,7 @@ impl Cond {
                     Source::Attribute(name) => customer.attributes.get(name).map(Cow::Borrowed),
                     Source::Property(name) => event.and_then(|e| e.properties.get(name)),
                 };
-                let value = raw.and_then(|json| typed(&json, *ty));
+                let value = raw.as_deref().and_then(|json| typed(json, *ty));
                 test.eval(value.as_ref(), at)
             }
         }
@@ -634,7 +636,7 @@ impl TestCond {
             TestCond::Compare(op, literal) => {
                 compare(value, literal).is_some_and(|o| op_holds(*op, o))
             }
-            TestCond::In { negated, values } => values.contains(value) != *negated,
+            TestCond::In { negated, values } => values.iter().any(|v| v == value) != *negated,
             TestCond::Contains(needle) => {
                 matches!(value, Scalar::Text(text) if text.contains(needle.as_str()))
             }
@@ -675,11 +677,11 @@ fn op_holds(op: CmpOp, ordering: std::cmp::Ordering) -> bool {
 
 /// A stored JSON value read as the declared type; `None` when missing or of another shape.
 /// Times are RFC 3339 strings, or dates (`2026-03-01`, midnight UTC); durations are seconds.
-pub fn typed(json: &Json, ty: Type) -> Option<Scalar> {
+pub fn typed(json: &Json, ty: Type) -> Option<Scalar<'_>> {
     match (ty, json) {
         (_, Json::Null) => None,
-        (Type::Text | Type::Zone, Json::String(s)) => Some(Scalar::Text(s.clone())),
-        (Type::Text | Type::Zone, Json::Number(n)) => Some(Scalar::Text(n.to_string())),
+        (Type::Text | Type::Zone, Json::String(s)) => Some(Scalar::Text(Cow::Borrowed(s))),
+        (Type::Text | Type::Zone, Json::Number(n)) => Some(Scalar::Text(Cow::Owned(n.to_string()))),
         (Type::Number, Json::Number(n)) => n.as_f64().map(Scalar::Number),
         (Type::Number, Json::String(s)) => s.trim().parse().ok().map(Scalar::Number),
         (Type::Bool, Json::Bool(b)) => Some(Scalar::Bool(*b)),

@@ -148,7 +148,7 @@ impl TriggerPlan {
                     ty: crate::ast::Type::Text,
                     test: crate::eval::TestCond::Compare(
                         crate::ast::CmpOp::Eq,
-                        crate::eval::Scalar::Text(tag.value.clone()),
+                        crate::eval::Scalar::Text(tag.value.clone().into()),
                     ),
                 }),
                 occurrence: None,
