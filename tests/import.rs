@@ -1037,3 +1037,49 @@ fn sent_deliveries_are_counted_per_address_and_campaign() {
         })
         .unwrap();
 }
+
+/// The store's journal mode, as a new connection finds it.
+fn journal_mode(tx: &store::Tx) -> String {
+    tx.connection()
+        .unwrap()
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_bulk_load_writes_through_a_rollback_journal_and_a_failed_one_changes_nothing() {
+    let dir = Scratch::new("import-bulk");
+    let db = seeded(&dir);
+    let before = dump(&db);
+    let journal = dir.join("nudge.db-journal");
+    let attributes = serde_json::json!({ "note": "x".repeat(1000) });
+    let attributes = attributes.as_object().unwrap();
+    let mut store = Store::open(&db).unwrap();
+    let failed: Result<(), StoreError> = store.bulk_transaction(|tx| {
+        assert_eq!(journal_mode(tx), "delete");
+        // A cache of a few pages, so that the new customers are written into the store's
+        // file before the transaction fails: only the journal can then undo them.
+        tx.limit_cache(64)?;
+        for i in 0..2_000 {
+            tx.upsert_customer(&format!("bulk{i}"), attributes)?;
+        }
+        assert!(journal.exists(), "pages were journalled");
+        Err(StoreError::Damaged("a failure injected by the test".into()))
+    });
+    assert!(failed.is_err());
+    assert!(!journal.exists());
+    drop(store);
+    assert_eq!(dump(&db), before);
+
+    let mut store = Store::open(&db).unwrap();
+    store
+        .bulk_transaction(|tx| tx.upsert_customer("bulk", attributes))
+        .unwrap();
+    store
+        .scratch(|tx| {
+            assert_eq!(journal_mode(tx), "wal", "back to the WAL once done");
+            assert!(tx.customer("bulk")?.is_some());
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+}

@@ -516,8 +516,9 @@ fn import_records<R: Record>(
     observer: &mut dyn ImportObserver,
     split: Split,
 ) -> Result<ImportSummary, ImportError> {
+    let bulk = input.size().is_some_and(|size| size >= BULK_FILE_BYTES);
     let ImportFile { path, format, file } = input;
-    store.transaction(|tx| {
+    let import = |tx: &Tx| {
         let (read, written) = thread::scope(|scope| {
             let (lanes, reader) = start_reading::<R>(scope, format, file, split);
             let written = write_rows(tx, lanes, &options, observer);
@@ -537,8 +538,19 @@ fn import_records<R: Record>(
             }
             _ => Ok(summary),
         }
-    })
+    };
+    if bulk {
+        store.bulk_transaction(import)
+    } else {
+        store.transaction(import)
+    }
 }
+
+/// From what size on an import file is a bulk load, written through a rollback journal (see
+/// [`Store::bulk_transaction`]; measured on the benchmark's 20M events, 2.16 GB: 22.6–25.5 s
+/// against 26.1–27.0 s through the WAL, 4 alternating pairs). Smaller imports, such as a
+/// day's new events, keep the WAL: readers of the store never wait for them.
+const BULK_FILE_BYTES: u64 = 64 << 20;
 
 /// Where the writer takes batches from, and hands them back for reuse once written.
 type Lane<R> = (Receiver<Batch<R>>, Sender<Batch<R>>);
