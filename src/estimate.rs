@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::ast::{Campaign, Expr, ExprKind};
 use crate::eval::{Compiler, Cond, Customer, Millis, Source};
-use crate::store::{Attributes, Scanned, StoreError, Tx};
+use crate::store::{Attributes, Events, Scanned, StoreError, Tx};
 
 /// A campaign's audience, compiled for counting.
 pub struct AudiencePlan {
@@ -54,10 +54,26 @@ impl AudiencePlan {
     /// Adds the customer attributes the plan reads to `names`: a whole-audience pass parses
     /// only those.
     pub fn attributes(&self, names: &mut HashSet<String>) {
-        let conds = self.clauses.iter().chain(&self.exclude);
-        for (_, cond) in conds {
+        for cond in self.conds() {
             attributes_read(cond, names);
         }
+    }
+
+    /// Adds the names of the events the plan counts to `names`: a whole-audience pass fills
+    /// in only those.
+    pub fn event_names(&self, names: &mut HashSet<String>) {
+        for cond in self.conds() {
+            cond.event_names(&mut |name| {
+                names.insert(name.to_owned());
+            });
+        }
+    }
+
+    fn conds(&self) -> impl Iterator<Item = &Cond> {
+        self.clauses
+            .iter()
+            .chain(&self.exclude)
+            .map(|(_, cond)| cond)
     }
 }
 
@@ -173,9 +189,10 @@ pub fn estimate_store(
     plans: &[AudiencePlan],
     at: Millis,
 ) -> Result<Vec<Estimate>, StoreError> {
-    let mut attributes = HashSet::new();
+    let (mut attributes, mut events) = (HashSet::new(), HashSet::new());
     for plan in plans {
         plan.attributes(&mut attributes);
+        plan.event_names(&mut events);
     }
     let (to_counter, batches) = sync_channel::<Vec<Scanned>>(IN_FLIGHT);
     let (recycler, recycled) = channel::<Vec<Scanned>>();
@@ -195,7 +212,7 @@ pub fn estimate_store(
         });
         let mut batch = Vec::with_capacity(HANDOVER);
         let mut spare: Vec<Scanned> = Vec::new();
-        let read = tx.for_each_evaluated(|customer| {
+        let read = tx.for_each_evaluated(Events::Named(&events), |customer| {
             // Hand the filled customer over; the store refills an old one's buffers next.
             let mut filled = spare.pop().unwrap_or_default();
             std::mem::swap(customer, &mut filled);
@@ -355,6 +372,9 @@ mod tests {
         let mut names = HashSet::new();
         plans[0].attributes(&mut names);
         assert_eq!(names, HashSet::from(["age".to_string()]));
+        let mut events = HashSet::new();
+        plans[0].event_names(&mut events);
+        assert_eq!(events, HashSet::from(["purchase".to_string()]));
     }
 
     #[test]
@@ -392,10 +412,11 @@ mod tests {
                 .filter(|(_, held)| *held)
                 .map(|(tag, _)| tag.to_string())
                 .collect(),
-            events: (0..i % 4)
+            // Views, which no audience counts, between the purchases: the pass leaves them out.
+            events: (0..2 * (i % 4))
                 .map(|n| Event {
                     id: n as i64,
-                    name: "purchase".into(),
+                    name: ["view", "purchase"][n % 2].into(),
                     at: 60_000 * n as Millis,
                     properties: Default::default(),
                 })

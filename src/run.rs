@@ -36,7 +36,8 @@ use crate::eval::{to_time, Compiler, Cond, Customer, Event, Millis, Properties};
 use crate::print::duration;
 use crate::project::Project;
 use crate::store::{
-    self, Attributes, Delivery, Outcome, QueueKey, RunId, Scanned, Store, StoreError, Tx, Whose,
+    self, Attributes, Delivery, Events, Outcome, QueueKey, RunId, Scanned, Store, StoreError, Tx,
+    Whose,
 };
 use crate::trigger::{Occurrence, TriggerPlan};
 
@@ -310,7 +311,7 @@ fn run_in(
             // everyone: every customer is read once, and records its check anew.
             tx.clear_checks()?;
             let mut read = 0;
-            tx.for_each_evaluated(|scanned| {
+            tx.for_each_evaluated(Events::All, |scanned| {
                 read += 1;
                 candidates.process(scanned, None)
             })?;

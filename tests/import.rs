@@ -647,7 +647,7 @@ fn streaming_yields_each_customer_with_its_tags_and_events_in_order() {
     let mut seen = Vec::new();
     store
         .scratch(|tx| {
-            tx.for_each_evaluated(|scanned| {
+            tx.for_each_evaluated(store::Events::All, |scanned| {
                 let customer = &scanned.customer;
                 let times: Vec<_> = customer
                     .events

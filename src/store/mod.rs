@@ -29,7 +29,7 @@ pub use deliveries::{Delivery, Outcome, QueueKey, Whose};
 pub use import::{
     import, BadRow, ImportError, ImportFile, ImportObserver, ImportOptions, ImportSummary, Kind,
 };
-pub use scan::{Attributes, Scanned};
+pub use scan::{Attributes, Events, Scanned};
 use tag_log::TagEvent;
 
 /// Failures of the store itself (as opposed to bad data in an import file).
