@@ -400,3 +400,40 @@ fn run_timings_name_every_phase_on_stderr_and_change_nothing_else() {
     assert_eq!(stdout(&plain), stdout(&timed));
     assert_eq!(stderr(&plain), "");
 }
+
+#[test]
+fn a_store_another_command_is_writing_to_is_reported_busy() {
+    let dir = scratch("busy", &[
+        ("rules.nudge", "customer { phone: text? }\ncampaign \"c\" {\n  trigger at 2026-03-01 10:00\n  send sms \"hi\"\n}\n".as_bytes()),
+        ("customers.jsonl", b"{\"id\": \"a\", \"phone\": \"1\"}\n"),
+    ]);
+    let store = dir.join("s.db");
+    let store = store.to_str().unwrap();
+    let file = dir.join("customers.jsonl");
+    let import = nudge(&[
+        "import",
+        "customers",
+        file.to_str().unwrap(),
+        "--store",
+        store,
+    ]);
+    assert_eq!(import.status.code(), Some(0));
+    // Another writer holds the store (as a bulk import does) for longer than nudge waits.
+    let other = rusqlite::Connection::open(store).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let rules = dir.join("rules.nudge");
+    let run = nudge(&[
+        "run",
+        rules.to_str().unwrap(),
+        "--store",
+        store,
+        "--now",
+        "2026-03-02T00:00:00Z",
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    let error = stderr(&run);
+    assert!(
+        error.contains("the store is busy: another command is writing to it"),
+        "{error}"
+    );
+}

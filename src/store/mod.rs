@@ -56,8 +56,24 @@ pub enum StoreError {
     },
     #[error("the store is damaged: {0}")]
     Damaged(String),
+    #[error(
+        "the store is busy: another command is writing to it (an import of a large file has it \
+         to itself until it is done); try again when that has finished"
+    )]
+    Busy,
     #[error("store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+}
+
+/// SQLite's errors, with "database is locked" (still locked after the five seconds a connection
+/// waits) told apart: it is about another command, not about this one or the store.
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy) => StoreError::Busy,
+            _ => StoreError::Sqlite(error),
+        }
+    }
 }
 
 impl From<rusqlite::types::FromSqlError> for StoreError {
@@ -77,9 +93,12 @@ impl Store {
         let path = path.as_ref();
         let conn = Connection::open(path)
             .and_then(configure)
-            .map_err(|source| StoreError::Open {
-                path: path.to_owned(),
-                source,
+            .map_err(|source| match StoreError::from(source) {
+                StoreError::Sqlite(source) => StoreError::Open {
+                    path: path.to_owned(),
+                    source,
+                },
+                busy => busy,
             })?;
         Self::with_schema(conn)
     }
