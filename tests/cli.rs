@@ -32,9 +32,9 @@ fn scratch(name: &str, files: &[(&str, &[u8])]) -> Scratch {
     dir
 }
 
-/// Imports `customers.jsonl`, then `events.jsonl`, of `dir` into `store`.
-fn import_customers_and_events(dir: &std::path::Path, store: &str) {
-    for kind in ["customers", "events"] {
+/// Imports `{kind}.jsonl` of `dir` into `store` for each of `kinds`, in order.
+fn import_files(dir: &std::path::Path, kinds: &[&str], store: &str) {
+    for &kind in kinds {
         let file = dir.join(format!("{kind}.jsonl"));
         let import = nudge(&["import", kind, file.to_str().unwrap(), "--store", store]);
         assert_eq!(import.status.code(), Some(0), "{}", stderr(&import));
@@ -263,7 +263,7 @@ fn estimate_counts_the_funnel() {
     ]);
     let store = dir.join("s.db");
     let store = store.to_str().unwrap();
-    import_customers_and_events(&dir, store);
+    import_files(&dir, &["customers", "events"], store);
     let rules = dir.join("rules.nudge");
     let output = nudge(&[
         "estimate",
@@ -356,7 +356,7 @@ fn run_timings_name_every_phase_on_stderr_and_change_nothing_else() {
     ]);
     let store = dir.join("s.db");
     let store = store.to_str().unwrap();
-    import_customers_and_events(&dir, store);
+    import_files(&dir, &["customers", "events"], store);
     let rules = dir.join("rules.nudge");
     let run = |now: &str, extra: &[&str]| {
         let mut args = vec![
@@ -409,15 +409,7 @@ fn a_store_another_command_is_writing_to_is_reported_busy() {
     ]);
     let store = dir.join("s.db");
     let store = store.to_str().unwrap();
-    let file = dir.join("customers.jsonl");
-    let import = nudge(&[
-        "import",
-        "customers",
-        file.to_str().unwrap(),
-        "--store",
-        store,
-    ]);
-    assert_eq!(import.status.code(), Some(0));
+    import_files(&dir, &["customers"], store);
     // Another writer holds the store (as a bulk import does) for longer than nudge waits.
     let other = rusqlite::Connection::open(store).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
