@@ -287,8 +287,8 @@ pub enum TestCond {
 }
 
 /// A typed value. A text read from a customer or an event borrows it: evaluation tests
-/// attributes of every customer against every campaign, and copying each text it compares
-/// was a tenth of `estimate`'s counting (callgrind: 10 allocations a customer).
+/// attributes of every customer against every campaign, and copying each text it compared
+/// (10 allocations a customer) cost `estimate` 6.4% of its instructions (callgrind).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Scalar<'a> {
     Text(Cow<'a, str>),

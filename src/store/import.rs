@@ -548,7 +548,8 @@ fn import_records<R: Record>(
 
 /// From what size on an import file is a bulk load, written through a rollback journal (see
 /// [`Store::bulk_transaction`]; measured on the benchmark's 20M events, 2.16 GB: 22.6–25.5 s
-/// against 26.1–27.0 s through the WAL, 4 alternating pairs). Smaller imports, such as a
+/// against 26.1–27.0 s through the WAL, 4 alternating pairs, 2 of them before the journal got
+/// `synchronous = FULL`). Smaller imports, such as a
 /// day's new events, keep the WAL: readers of the store never wait for them.
 const BULK_FILE_BYTES: u64 = 64 << 20;
 

@@ -143,14 +143,16 @@ impl Store {
                 row.get::<_, String>(0)
             })
             .is_ok_and(|mode| mode.eq_ignore_ascii_case("delete"));
-        if switched {
-            // Without the WAL, `NORMAL` would sync too seldom to rule out a corrupt store after a
-            // power cut; `FULL` syncs the journal before the store is written.
-            self.conn
-                .execute_batch("PRAGMA synchronous = FULL")
-                .map_err(StoreError::from)?;
-        }
-        let result = self.transaction(f);
+        // Without the WAL, `NORMAL` would sync too seldom to rule out a corrupt store after a
+        // power cut; `FULL` syncs the journal before the store is written.
+        let synced = match switched {
+            true => self.conn.execute_batch("PRAGMA synchronous = FULL"),
+            false => Ok(()),
+        };
+        let result = match synced {
+            Ok(()) => self.transaction(f),
+            Err(error) => Err(StoreError::from(error).into()),
+        };
         if switched {
             // Should this fail (a reader arrived meanwhile), every connection opened later sets
             // the WAL again (`configure`).
