@@ -41,6 +41,35 @@ fn import_files(dir: &std::path::Path, kinds: &[&str], store: &str) {
     }
 }
 
+/// A project in a scratch directory: `files` (a `rules.nudge` among them), with the
+/// `{kind}.jsonl` of each of `kinds` imported into its store.
+struct Shop {
+    _dir: Scratch,
+    rules: String,
+    store: String,
+}
+
+fn shop(name: &str, files: &[(&str, &[u8])], kinds: &[&str]) -> Shop {
+    let dir = scratch(name, files);
+    let path = |file: &str| dir.join(file).to_str().unwrap().to_owned();
+    let (rules, store) = (path("rules.nudge"), path("s.db"));
+    import_files(&dir, kinds, &store);
+    Shop {
+        _dir: dir,
+        rules,
+        store,
+    }
+}
+
+impl Shop {
+    /// `nudge COMMAND RULES --store STORE ARGS…`.
+    fn nudge(&self, command: &str, args: &[&str]) -> Output {
+        let mut all = vec![command, &self.rules, "--store", &self.store];
+        all.extend(args);
+        nudge(&all)
+    }
+}
+
 const NOW: &str = "--now=2026-11-21T00:00:00Z";
 
 #[test]
@@ -256,25 +285,15 @@ fn a_run_prints_its_deliveries_only_once_they_are_on_disk() {
 
 #[test]
 fn estimate_counts_the_funnel() {
-    let dir = scratch("estimate", &[
+    let shop = shop("estimate", &[
         ("rules.nudge", "customer { age: number }\nevent buy\ncampaign \"c\" {\n  audience customer.age >= 18 and did buy\n  exclude has tag \"blocked\"\n  trigger on buy\n  send task \"call\" assign [\"a\"]\n}\n".as_bytes()),
         ("customers.jsonl", "{\"id\": \"a\", \"age\": 30}\n{\"id\": \"b\", \"age\": 12}\n{\"id\": \"c\", \"age\": 40, \"tags\": [\"blocked\"]}\n".as_bytes()),
         ("events.jsonl", "{\"customer\": \"a\", \"event\": \"buy\", \"at\": \"2026-03-01T00:00:00Z\"}\n{\"customer\": \"c\", \"event\": \"buy\", \"at\": \"2026-03-01T00:00:00Z\"}\n".as_bytes()),
-    ]);
-    let store = dir.join("s.db");
-    let store = store.to_str().unwrap();
-    import_files(&dir, &["customers", "events"], store);
-    let rules = dir.join("rules.nudge");
-    let output = nudge(&[
+    ], &["customers", "events"]);
+    let output = shop.nudge(
         "estimate",
-        rules.to_str().unwrap(),
-        "--store",
-        store,
-        "--at",
-        "2026-03-02T00:00:00Z",
-        "--format",
-        "json",
-    ]);
+        &["--at", "2026-03-02T00:00:00Z", "--format", "json"],
+    );
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -295,14 +314,7 @@ fn estimate_counts_the_funnel() {
             "audience": 1
         }])
     );
-    let unknown = nudge(&[
-        "estimate",
-        rules.to_str().unwrap(),
-        "--store",
-        store,
-        "--campaign",
-        "nope",
-    ]);
+    let unknown = shop.nudge("estimate", &["--campaign", "nope"]);
     assert_eq!(unknown.status.code(), Some(1));
 }
 
@@ -349,26 +361,15 @@ fn import_at_dates_the_tags_it_adds() {
 
 #[test]
 fn run_timings_name_every_phase_on_stderr_and_change_nothing_else() {
-    let dir = scratch("timings", &[
+    let shop = shop("timings", &[
         ("rules.nudge", "customer { phone: text? }\nevent buy\ncampaign \"thanks\" {\n  start 2026-02-01 00:00\n  trigger on buy\n  send sms \"谢谢\"\n}\n".as_bytes()),
         ("customers.jsonl", "{\"id\": \"a\", \"phone\": \"1\"}\n".as_bytes()),
         ("events.jsonl", "{\"customer\": \"a\", \"event\": \"buy\", \"at\": \"2026-03-01T08:00:00Z\"}\n".as_bytes()),
-    ]);
-    let store = dir.join("s.db");
-    let store = store.to_str().unwrap();
-    import_files(&dir, &["customers", "events"], store);
-    let rules = dir.join("rules.nudge");
+    ], &["customers", "events"]);
     let run = |now: &str, extra: &[&str]| {
-        let mut args = vec![
-            "run",
-            rules.to_str().unwrap(),
-            "--store",
-            store,
-            "--now",
-            now,
-        ];
+        let mut args = vec!["--now", now];
         args.extend(extra);
-        nudge(&args)
+        shop.nudge("run", &args)
     };
     // No schedule, so the run reads only the customers with new events.
     let timed = run("2026-03-02T00:00:00Z", &["--timings", "--dry-run"]);
@@ -403,25 +404,14 @@ fn run_timings_name_every_phase_on_stderr_and_change_nothing_else() {
 
 #[test]
 fn a_store_another_command_is_writing_to_is_reported_busy() {
-    let dir = scratch("busy", &[
+    let shop = shop("busy", &[
         ("rules.nudge", "customer { phone: text? }\ncampaign \"c\" {\n  trigger at 2026-03-01 10:00\n  send sms \"hi\"\n}\n".as_bytes()),
         ("customers.jsonl", b"{\"id\": \"a\", \"phone\": \"1\"}\n"),
-    ]);
-    let store = dir.join("s.db");
-    let store = store.to_str().unwrap();
-    import_files(&dir, &["customers"], store);
+    ], &["customers"]);
     // Another writer holds the store (as a bulk import does) for longer than nudge waits.
-    let other = rusqlite::Connection::open(store).unwrap();
+    let other = rusqlite::Connection::open(&shop.store).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let rules = dir.join("rules.nudge");
-    let run = nudge(&[
-        "run",
-        rules.to_str().unwrap(),
-        "--store",
-        store,
-        "--now",
-        "2026-03-02T00:00:00Z",
-    ]);
+    let run = shop.nudge("run", &["--now", "2026-03-02T00:00:00Z"]);
     assert_eq!(run.status.code(), Some(2));
     let error = stderr(&run);
     assert!(
