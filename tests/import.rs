@@ -920,6 +920,47 @@ fn progress_values_are_kept_per_campaign() {
     assert_eq!(values, (Some("2".into()), Some("3".into()), None));
 }
 
+/// What tells a run that tag rules must be recomputed for everyone: customers' attributes or
+/// tags changed since a run last marked them seen. A transaction that changes them says so once,
+/// at its commit; one that marks them seen afterwards (a run, with its own tag changes) does not,
+/// and neither does one that is rolled back or changes nothing.
+#[test]
+fn changes_to_customers_outside_runs_are_noticed_once_committed() {
+    let mut store = Store::open_in_memory().unwrap();
+    let changed = |store: &mut Store| store.scratch(|tx| tx.customers_changed()).unwrap();
+    let commit = |store: &mut Store, change: &dyn Fn(&nudge::store::Tx) -> Result<(), StoreError>| {
+        store.transaction(|tx| change(tx)).unwrap()
+    };
+    let attributes = serde_json::json!({"city": "上海"});
+    let attributes = attributes.as_object().unwrap();
+    assert!(changed(&mut store), "no run has seen a new store");
+    commit(&mut store, &|tx| {
+        tx.upsert_customer("a", attributes)?;
+        tx.mark_customers_seen()
+    });
+    assert!(!changed(&mut store));
+    // A run's own tag changes.
+    commit(&mut store, &|tx| {
+        tx.add_tag("a", "VIP", t("2026-03-01T00:00:00Z"))?;
+        tx.mark_customers_seen()
+    });
+    assert!(!changed(&mut store), "a run's own tag changes are seen");
+    // Adding a tag the customer has changes nothing.
+    commit(&mut store, &|tx| tx.add_tag("a", "VIP", t("2026-03-02T00:00:00Z")).map(drop));
+    assert!(!changed(&mut store));
+    let failed = store.transaction(|tx| {
+        tx.remove_tag("a", "VIP", t("2026-03-02T00:00:00Z"))?;
+        Err::<(), _>(StoreError::Damaged("injected".into()))
+    });
+    assert!(failed.is_err());
+    assert!(!changed(&mut store), "a rolled-back change is no change");
+    commit(&mut store, &|tx| tx.remove_tag("a", "VIP", t("2026-03-02T00:00:00Z")).map(drop));
+    assert!(changed(&mut store), "an import's tag change");
+    commit(&mut store, &|tx| tx.mark_customers_seen());
+    commit(&mut store, &|tx| tx.upsert_customer("b", attributes));
+    assert!(changed(&mut store), "an import's new customer");
+}
+
 #[test]
 fn the_schema_is_versioned_and_a_newer_store_is_refused() {
     let dir = Scratch::new("import-schema");
@@ -936,11 +977,11 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
             })
             .unwrap()
     };
-    assert_eq!(version(&mut store), 8);
+    assert_eq!(version(&mut store), 9);
     drop(store);
     // Opening again migrates nothing.
     let mut store = Store::open(&db).unwrap();
-    assert_eq!(version(&mut store), 8);
+    assert_eq!(version(&mut store), 9);
     let mode: String = store
         .scratch(|tx| {
             Ok::<_, StoreError>(
@@ -954,7 +995,7 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
         .transaction(|tx| {
             Ok::<_, StoreError>(
                 tx.connection()?
-                    .execute("UPDATE schema_version SET version = 9", [])
+                    .execute("UPDATE schema_version SET version = 10", [])
                     .map(drop)?,
             )
         })
@@ -962,7 +1003,7 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
     drop(store);
     let error = Store::open(&db).err().unwrap();
     assert!(
-        matches!(error, StoreError::UnknownSchema { found: 9, known: 8 }),
+        matches!(error, StoreError::UnknownSchema { found: 10, known: 9 }),
         "{error}"
     );
 }

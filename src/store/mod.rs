@@ -268,6 +268,9 @@ pub struct Tx<'c> {
     /// Event names by id and ids by name, loaded on first use.
     names: RefCell<history::Names>,
     held: RefCell<deliveries::Held>,
+    /// Whether this transaction changed customers' attributes or tags in a way a run has not
+    /// seen: then the commit bumps `customers_version` (see [`Tx::customers_changed`]).
+    customers_touched: Cell<bool>,
 }
 
 impl<'c> Tx<'c> {
@@ -277,11 +280,18 @@ impl<'c> Tx<'c> {
             next_event_id: Cell::new(None),
             names: RefCell::default(),
             held: RefCell::default(),
+            customers_touched: Cell::new(false),
         })
     }
 
     fn commit(self) -> Result<(), StoreError> {
         self.write_held_deliveries()?;
+        if self.customers_touched.get() {
+            self.tx.execute(
+                "UPDATE store_state SET value = value + 1 WHERE key = 'customers_version'",
+                [],
+            )?;
+        }
         let event_ids = self.next_event_id.get().map(|next| (NEXT_EVENT_ID, next));
         for (name, next) in event_ids.into_iter().chain(self.next_delivery_id_taken()) {
             self.tx.execute(
@@ -323,6 +333,7 @@ impl<'c> Tx<'c> {
 
     /// [`Tx::upsert_customer`] with the attributes as JSON object text.
     fn upsert_customer_json(&self, id: &str, attributes: &str) -> Result<(), StoreError> {
+        self.customers_touched.set(true);
         self.tx
             .prepare_cached(
                 "INSERT INTO customers (id, attributes) VALUES (?1, json_patch('{}', ?2))
@@ -408,6 +419,7 @@ impl<'c> Tx<'c> {
         if !changed {
             return Ok(None);
         }
+        self.customers_touched.set(true);
         self.take_event_ids(1)?;
         self.tx
             .prepare_cached(
@@ -652,13 +664,16 @@ impl<'c> Tx<'c> {
     }
 
     /// Whether customers' attributes or tags changed since `mark_customers_seen` was last
-    /// called (by imports, say); true on a store no run has marked yet.
+    /// called (by imports, say); true on a store no run has marked yet. Every transaction that
+    /// changes them bumps `customers_version` at its commit, unless it marked them seen after.
     pub fn customers_changed(&self) -> Result<bool, StoreError> {
         Ok(self.state("customers_version")? != self.state("customers_seen")?)
     }
 
-    /// Records that every change to customers' attributes and tags so far has been seen.
+    /// Records that every change to customers' attributes and tags so far has been seen, this
+    /// transaction's own included (a run's tag changes).
     pub fn mark_customers_seen(&self) -> Result<(), StoreError> {
+        self.customers_touched.set(false);
         let version = self.state("customers_version")?.unwrap_or_default();
         self.set_state("customers_seen", version)
     }
