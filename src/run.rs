@@ -115,6 +115,11 @@ impl Phases {
 
 /// `n` things as people write them: "1 customer", "10,257 customers".
 fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{} {}", grouped(n), if n == 1 { one } else { many })
+}
+
+/// A count with its thousands grouped: "10,257".
+fn grouped(n: usize) -> String {
     let digits = n.to_string();
     let mut grouped = String::new();
     for (i, digit) in digits.chars().enumerate() {
@@ -123,7 +128,7 @@ fn counted(n: usize, one: &str, many: &str) -> String {
         }
         grouped.push(digit);
     }
-    format!("{grouped} {}", if n == 1 { one } else { many })
+    grouped
 }
 
 /// Runs every campaign of a checked project (no errors) against the store at `options.now`,
@@ -322,7 +327,7 @@ fn run_in(
     tx.mark_customers_seen()?;
     tx.set_state(TAG_RULES_STATE, fingerprint(&plans.tag_rules))?;
     let sent = release_due(tx, run, plans, now, &candidates.recent, sink)?;
-    phases.end("release what is due", Some(counted(sent, "sent", "sent")));
+    phases.end("release what is due", Some(format!("{} sent", grouped(sent))));
     candidates.recent.free_in_background();
     for campaign in campaigns {
         tx.set_progress(&campaign.name, "until", &now.to_string())?;
