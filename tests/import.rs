@@ -928,7 +928,8 @@ fn progress_values_are_kept_per_campaign() {
 fn changes_to_customers_outside_runs_are_noticed_once_committed() {
     let mut store = Store::open_in_memory().unwrap();
     let changed = |store: &mut Store| store.scratch(|tx| tx.customers_changed()).unwrap();
-    let commit = |store: &mut Store, change: &dyn Fn(&nudge::store::Tx) -> Result<(), StoreError>| {
+    let commit = |store: &mut Store,
+                  change: &dyn Fn(&nudge::store::Tx) -> Result<(), StoreError>| {
         store.transaction(|tx| change(tx)).unwrap()
     };
     let attributes = serde_json::json!({"city": "上海"});
@@ -946,7 +947,9 @@ fn changes_to_customers_outside_runs_are_noticed_once_committed() {
     });
     assert!(!changed(&mut store), "a run's own tag changes are seen");
     // Adding a tag the customer has changes nothing.
-    commit(&mut store, &|tx| tx.add_tag("a", "VIP", t("2026-03-02T00:00:00Z")).map(drop));
+    commit(&mut store, &|tx| {
+        tx.add_tag("a", "VIP", t("2026-03-02T00:00:00Z")).map(drop)
+    });
     assert!(!changed(&mut store));
     let failed = store.transaction(|tx| {
         tx.remove_tag("a", "VIP", t("2026-03-02T00:00:00Z"))?;
@@ -954,7 +957,10 @@ fn changes_to_customers_outside_runs_are_noticed_once_committed() {
     });
     assert!(failed.is_err());
     assert!(!changed(&mut store), "a rolled-back change is no change");
-    commit(&mut store, &|tx| tx.remove_tag("a", "VIP", t("2026-03-02T00:00:00Z")).map(drop));
+    commit(&mut store, &|tx| {
+        tx.remove_tag("a", "VIP", t("2026-03-02T00:00:00Z"))
+            .map(drop)
+    });
     assert!(changed(&mut store), "an import's tag change");
     commit(&mut store, &|tx| tx.mark_customers_seen());
     commit(&mut store, &|tx| tx.upsert_customer("b", attributes));
@@ -1003,7 +1009,13 @@ fn the_schema_is_versioned_and_a_newer_store_is_refused() {
     drop(store);
     let error = Store::open(&db).err().unwrap();
     assert!(
-        matches!(error, StoreError::UnknownSchema { found: 10, known: 9 }),
+        matches!(
+            error,
+            StoreError::UnknownSchema {
+                found: 10,
+                known: 9
+            }
+        ),
         "{error}"
     );
 }

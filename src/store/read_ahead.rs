@@ -1,7 +1,8 @@
-//! Reading many customers by id, on a second thread: while the run decides one customer, the
-//! next ones are looked up (four B-tree searches each, most pages not in memory yet), which
-//! is half of an incremental run's time when done in turn. SQLite steps through a batch of
-//! lookups in two statements (see [`read_in_batches`]).
+//! Reading many customers, on a second thread: while the run decides one customer, the next
+//! ones are read. A targeted run's customers are looked up by id (four B-tree searches each,
+//! most pages not in memory yet), which is half of an incremental run's time when done in
+//! turn; SQLite steps through a batch of lookups in two statements (see [`read_in_batches`]).
+//! A run that reads everyone scans the tables in id order on that thread (see `Tx::scan`).
 //!
 //! The reading thread has its own read-only connection, whose snapshot is the store as the
 //! run's transaction found it: the run holds the write lock from its start, so nothing can be
@@ -14,10 +15,19 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use fallible_streaming_iterator::FallibleStreamingIterator;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::scan::{Evaluated, Fill, Scanned, StoredTag};
 use super::{configure_reader, StoreError, Tx};
+
+/// The customers a pass reads.
+#[derive(Clone, Copy)]
+pub enum Customers<'a> {
+    /// These, in this order (an id never imported is skipped).
+    Listed(&'a [String]),
+    /// Every imported customer, in id order.
+    All,
+}
 
 /// How many customers the reading thread may be ahead of the run: the run's pace varies from
 /// customer to customer far more than the reader's (one with deliveries to record takes many
@@ -32,11 +42,12 @@ const AHEAD: usize = 4096;
 /// 60 MB heavier.
 const READER_CACHE_KIB: u32 = 4096;
 
-/// A customer's rows as stored: whether it was imported, its attributes (JSON text), its tag
-/// rows and its packed history (empty without events). Refilled for each customer, reusing
-/// buffers.
+/// A customer's rows as stored: its id, whether it was imported, its attributes (JSON text),
+/// its tag rows and its packed history (empty without events). Refilled for each customer,
+/// reusing buffers.
 #[derive(Default)]
 struct Rows {
+    id: String,
     imported: bool,
     attributes: String,
     /// The first `tag_count` hold this customer's tag rows.
@@ -64,19 +75,38 @@ impl Rows {
             events: &row.events,
         })
     }
+}
 
-    /// Reads a tag row of the customer into the next slot.
-    fn push_tag(&mut self, row: &rusqlite::Row) -> Result<(), StoreError> {
+/// The rows of a scan, copied (on the reading thread) for the thread that evaluates.
+impl Fill for Rows {
+    fn customer(&mut self, id: &str, attributes: &str) -> Result<(), StoreError> {
+        self.id.clear();
+        self.id.push_str(id);
+        self.imported = true;
+        self.attributes.clear();
+        self.attributes.push_str(attributes);
+        self.tag_count = 0;
+        self.history.clear();
+        self.check = None;
+        Ok(())
+    }
+
+    fn tag(&mut self, tag: StoredTag) -> Result<(), StoreError> {
         if self.tag_count == self.tags.len() {
             self.tags.push(TagRow::default());
         }
         let slot = &mut self.tags[self.tag_count];
         slot.tag.clear();
-        slot.tag.push_str(row.get_ref(1)?.as_str()?);
-        slot.held = row.get(2)?;
+        slot.tag.push_str(tag.tag);
+        slot.held = tag.held;
         slot.events.clear();
-        slot.events.extend_from_slice(row.get_ref(3)?.as_blob()?);
+        slot.events.extend_from_slice(tag.events);
         self.tag_count += 1;
+        Ok(())
+    }
+
+    fn history(&mut self, _: &Tx, bytes: &[u8]) -> Result<(), StoreError> {
+        self.history.extend_from_slice(bytes);
         Ok(())
     }
 }
@@ -96,6 +126,20 @@ const CUSTOMERS: &str = "SELECT ids.key, c.attributes, h.events, k.due_at
 const TAGS: &str = "SELECT ids.key, t.tag, t.removed_at IS NULL, t.events FROM json_each(?1) AS ids
     CROSS JOIN tags AS t ON t.customer = ids.value";
 
+/// Reads the rows of `customers` into `rows` one customer after another, in order, calling
+/// `each` with each (with an id never imported too, when listed).
+fn read<E: From<StoreError>>(
+    tx: &Tx,
+    customers: Customers,
+    rows: &mut Rows,
+    each: impl FnMut(&mut Rows) -> Result<(), E>,
+) -> Result<(), E> {
+    match customers {
+        Customers::Listed(ids) => read_in_batches(&tx.tx, ids, rows, each),
+        Customers::All => tx.scan(rows, each),
+    }
+}
+
 /// Reads the rows of `ids` into `rows` one customer after another, in order, calling `each`
 /// with each. SQLite steps through the lookups of a whole batch of ids in two statements;
 /// three statements per customer cost as much again as the page reads they made (the
@@ -104,7 +148,7 @@ fn read_in_batches<E: From<StoreError>>(
     conn: &Connection,
     ids: &[String],
     rows: &mut Rows,
-    mut each: impl FnMut(&str, &mut Rows) -> Result<(), E>,
+    mut each: impl FnMut(&mut Rows) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut customers = conn.prepare_cached(CUSTOMERS).map_err(StoreError::from)?;
     let mut tags = conn.prepare_cached(TAGS).map_err(StoreError::from)?;
@@ -115,15 +159,16 @@ fn read_in_batches<E: From<StoreError>>(
         tag_rows.advance().map_err(StoreError::from)?;
         for (index, id) in (0_i64..).zip(batch) {
             read_customer(customer_rows.next(), index, rows)?;
+            rows.id.clone_from(id);
             rows.tag_count = 0;
             while let Some(row) = tag_rows.get() {
                 if row.get::<_, i64>(0).map_err(StoreError::from)? != index {
                     break;
                 }
-                rows.push_tag(row)?;
+                rows.tag(StoredTag::of(row)?)?;
                 tag_rows.advance().map_err(StoreError::from)?;
             }
-            each(id, rows)?;
+            each(rows)?;
         }
     }
     Ok(())
@@ -154,22 +199,22 @@ fn read_customer(
 }
 
 impl Tx<'_> {
-    /// Calls `each` with every customer of `ids` that was imported, in that order, as
-    /// evaluation reads it (see [`Scanned`]; events of customers never imported are not read
-    /// for anyone). The customer is refilled in place for the next one, as in
-    /// [`Tx::for_each_evaluated`]. The rows are read on a second thread when the store is a
-    /// file, on this thread otherwise; either way `each` runs here.
+    /// Calls `each` with every imported customer of `customers`, in their order, as evaluation
+    /// reads it (see [`Scanned`]; events of customers never imported are not read for anyone).
+    /// The customer is refilled in place for the next one, as in [`Tx::for_each_evaluated`].
+    /// The rows are read on a second thread when the store is a file, on this thread
+    /// otherwise; either way `each` runs here.
     pub fn for_customers<E: From<StoreError>>(
         &self,
-        ids: &[String],
+        customers: Customers,
         mut each: impl FnMut(&mut Scanned) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut fill = Evaluated::default();
-        let mut hand = |id: &str, rows: &mut Rows| -> Result<(), E> {
+        let mut hand = |rows: &mut Rows| -> Result<(), E> {
             if !rows.imported {
                 return Ok(());
             }
-            fill.customer(id, &rows.attributes)?;
+            fill.customer(&rows.id, &rows.attributes)?;
             for tag in rows.tags() {
                 fill.tag(tag)?;
             }
@@ -178,11 +223,15 @@ impl Tx<'_> {
             fill.scanned.stored_check = rows.check;
             each(&mut fill.scanned)
         };
-        let in_turn = |hand: &mut dyn FnMut(&str, &mut Rows) -> Result<(), E>| {
-            read_in_batches(&self.tx, ids, &mut Rows::default(), hand)
+        let in_turn = |hand: &mut dyn FnMut(&mut Rows) -> Result<(), E>| {
+            read(self, customers, &mut Rows::default(), hand)
         };
         let file = self.tx.path().filter(|path| !path.is_empty());
-        let (Some(path), true) = (file, ids.len() > 1) else {
+        let several = match customers {
+            Customers::Listed(ids) => ids.len() > 1,
+            Customers::All => true,
+        };
+        let (Some(path), true) = (file, several) else {
             return in_turn(&mut hand);
         };
         std::thread::scope(|scope| {
@@ -191,17 +240,17 @@ impl Tx<'_> {
             let reader = std::thread::Builder::new()
                 .name("nudge-reader".into())
                 .spawn_scoped(scope, move || {
-                    read_ahead(Path::new(path), ids, &ahead, &returned)
+                    read_ahead(Path::new(path), customers, &ahead, &returned)
                 });
             if reader.is_err() {
                 // No thread to be had (a process limit): the same reads, in turn.
                 return in_turn(&mut hand);
             }
-            for id in ids {
-                let mut rows = arrived
-                    .recv()
-                    .map_err(|_| StoreError::Damaged("the reading thread stopped".into()))??;
-                hand(id, &mut rows)?;
+            // Until the reader is done (and drops its end), or fails (and says so); should it
+            // panic instead, the scope passes the panic on.
+            for rows in arrived {
+                let mut rows = rows?;
+                hand(&mut rows)?;
                 // Back to the reader for its next customer: its buffers are reused.
                 let _ = give_back.send(rows);
             }
@@ -214,23 +263,20 @@ impl Tx<'_> {
 /// (sent too) or when the run stops listening.
 fn read_ahead(
     path: &Path,
-    ids: &[String],
+    customers: Customers,
     ahead: &mpsc::SyncSender<Result<Rows, StoreError>>,
     returned: &mpsc::Receiver<Rows>,
 ) {
-    let conn = match open_reader(path) {
-        Ok(conn) => conn,
-        Err(error) => {
-            let _ = ahead.send(Err(error));
-            return;
-        }
-    };
-    let mut rows = Rows::default();
-    let read = read_in_batches(&conn, ids, &mut rows, |_, rows| {
-        // The next customer goes into buffers the run is done with, if it gave some back.
-        let full = std::mem::replace(rows, returned.try_recv().unwrap_or_default());
-        ahead.send(Ok(full)).map_err(|_| Stopped::Listening)
-    });
+    let read = open_reader(path)
+        .map_err(Stopped::Failed)
+        .and_then(|mut conn| {
+            let tx = Tx::begin(&mut conn, TransactionBehavior::Deferred)?;
+            read(&tx, customers, &mut Rows::default(), |rows| {
+                // The next customer goes into buffers the run is done with, if it gave some back.
+                let full = std::mem::replace(rows, returned.try_recv().unwrap_or_default());
+                ahead.send(Ok(full)).map_err(|_| Stopped::Listening)
+            })
+        });
     if let Err(Stopped::Failed(error)) = read {
         let _ = ahead.send(Err(error));
     }
@@ -249,7 +295,7 @@ impl From<StoreError> for Stopped {
     }
 }
 
-/// A read-only connection to the store at `path`, in one read transaction for all its reads.
+/// A read-only connection to the store at `path` (its reads go in one transaction).
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)
@@ -258,6 +304,6 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
             path: path.to_owned(),
             source,
         })?;
-    conn.execute_batch(&format!("PRAGMA cache_size = -{READER_CACHE_KIB}; BEGIN"))?;
+    conn.execute_batch(&format!("PRAGMA cache_size = -{READER_CACHE_KIB}"))?;
     Ok(conn)
 }

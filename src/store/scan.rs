@@ -65,7 +65,7 @@ impl Tx<'_> {
         self.scan(&mut fill, |fill| f(&mut fill.scanned))
     }
 
-    fn scan<F: Fill, E: From<StoreError>>(
+    pub(super) fn scan<F: Fill, E: From<StoreError>>(
         &self,
         fill: &mut F,
         mut each: impl FnMut(&mut F) -> Result<(), E>,
@@ -84,14 +84,7 @@ impl Tx<'_> {
             id.clear();
             id.push_str(text(row, 0)?);
             fill.customer(&id, text(row, 1)?)?;
-            tags.for_customer(&id, |row| {
-                let tag = StoredTag {
-                    tag: row.get_ref(1)?.as_str()?,
-                    held: row.get(2)?,
-                    events: row.get_ref(3)?.as_blob()?,
-                };
-                fill.tag(tag)
-            })?;
+            tags.for_customer(&id, |row| fill.tag(StoredTag::of(row)?))?;
             histories.for_customer(&id, |row| fill.history(self, row.get_ref(1)?.as_blob()?))?;
             fill.done();
             each(fill)?;
@@ -167,6 +160,18 @@ pub(super) struct StoredTag<'a> {
     pub tag: &'a str,
     pub held: bool,
     pub events: &'a [u8],
+}
+
+impl<'a> StoredTag<'a> {
+    /// The tag of a row whose columns 1 to 3 are a `tags` row's tag, whether it is held, and
+    /// its events.
+    pub(super) fn of(row: &'a Row) -> Result<StoredTag<'a>, StoreError> {
+        Ok(StoredTag {
+            tag: row.get_ref(1)?.as_str()?,
+            held: row.get(2)?,
+            events: row.get_ref(3)?.as_blob()?,
+        })
+    }
 }
 
 /// Receives one customer of a pass, part by part.
@@ -448,7 +453,7 @@ impl<'s> Follower<'s> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewEvent, Store};
+    use crate::store::{Customers, NewEvent, Store};
 
     fn at(minute: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_772_352_000 + minute * 60, 0).unwrap()
@@ -525,10 +530,15 @@ mod tests {
 
     /// What `for_customers` hands out for `ids`, attributes parsed.
     fn by_id(store: &mut Store, ids: &[String]) -> Vec<eval::Customer> {
+        read(store, Customers::Listed(ids))
+    }
+
+    /// What `for_customers` hands out, attributes parsed.
+    fn read(store: &mut Store, which: Customers) -> Vec<eval::Customer> {
         let mut customers = Vec::new();
         store
             .scratch(|tx| {
-                tx.for_customers(ids, |scanned| {
+                tx.for_customers(which, |scanned| {
                     scanned.parse_attributes(Attributes::All);
                     customers.push(scanned.customer.clone());
                     Ok::<_, StoreError>(())
@@ -561,6 +571,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut file = filled(Store::open(dir.path().join("store.db")).unwrap());
         assert_eq!(by_id(&mut file, &ids), expected);
+    }
+
+    #[test]
+    fn everyone_is_read_as_a_whole_audience_pass_reads_them_in_memory_and_from_a_file() {
+        // In a file the tables are scanned on a second thread, in memory on the caller's.
+        let dir = tempfile::tempdir().unwrap();
+        for mut store in in_memory_and_in_a_file(dir.path()) {
+            let expected = evaluated(&mut store);
+            assert_eq!(expected.len(), 4, "e has events but was never imported");
+            assert_eq!(read(&mut store, Customers::All), expected);
+        }
     }
 
     #[test]
@@ -604,7 +625,7 @@ mod tests {
             let mut checks = Vec::new();
             store
                 .scratch(|tx| {
-                    tx.for_customers(&ids, |scanned| {
+                    tx.for_customers(Customers::Listed(&ids), |scanned| {
                         checks.push(scanned.stored_check);
                         Ok::<_, StoreError>(())
                     })

@@ -516,6 +516,9 @@ mod tests {
                 |r| r.get(0),
             )
             .unwrap();
-        assert_eq!(version, 0, "bumped by the transaction that commits, not by SQL");
+        assert_eq!(
+            version, 0,
+            "bumped by the transaction that commits, not by SQL"
+        );
     }
 }
