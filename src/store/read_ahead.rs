@@ -211,17 +211,10 @@ impl Tx<'_> {
     ) -> Result<(), E> {
         let mut fill = Evaluated::default();
         let mut hand = |rows: &mut Rows| -> Result<(), E> {
-            if !rows.imported {
-                return Ok(());
+            match fill_from(self, &mut fill, rows)? {
+                true => each(&mut fill.scanned),
+                false => Ok(()),
             }
-            fill.customer(&rows.id, &rows.attributes)?;
-            for tag in rows.tags() {
-                fill.tag(tag)?;
-            }
-            fill.history(self, &rows.history)?;
-            fill.done();
-            fill.scanned.stored_check = rows.check;
-            each(&mut fill.scanned)
         };
         let in_turn = |hand: &mut dyn FnMut(&mut Rows) -> Result<(), E>| {
             read(self, customers, &mut Rows::default(), hand)
@@ -257,6 +250,40 @@ impl Tx<'_> {
             Ok(())
         })
     }
+}
+
+impl Tx<'_> {
+    /// Calls `each` with every imported customer of `ids`, in that order, as this transaction
+    /// has them now, its own changes included (unlike [`Tx::for_customers`], whose reading
+    /// thread sees the store as the transaction found it). On this thread, in batches.
+    pub fn for_customers_as_changed<E: From<StoreError>>(
+        &self,
+        ids: &[String],
+        mut each: impl FnMut(&mut Scanned) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut fill = Evaluated::default();
+        read_in_batches(&self.tx, ids, &mut Rows::default(), |rows| match fill_from(
+            self, &mut fill, rows,
+        )? {
+            true => each(&mut fill.scanned),
+            false => Ok(()),
+        })
+    }
+}
+
+/// Fills `fill` with the customer of `rows` if it was imported, and says whether it was.
+fn fill_from(tx: &Tx, fill: &mut Evaluated, rows: &Rows) -> Result<bool, StoreError> {
+    if !rows.imported {
+        return Ok(false);
+    }
+    fill.customer(&rows.id, &rows.attributes)?;
+    for tag in rows.tags() {
+        fill.tag(tag)?;
+    }
+    fill.history(tx, &rows.history)?;
+    fill.done();
+    fill.scanned.stored_check = rows.check;
+    Ok(true)
 }
 
 /// The reading thread: sends each customer's rows in order, and stops at the first error

@@ -585,6 +585,50 @@ mod tests {
     }
 
     #[test]
+    fn customers_read_as_changed_include_the_transactions_own_changes() {
+        // From a file, where `for_customers` reads on a second thread: the store as the
+        // transaction found it. Read as changed, the tag this transaction added is there.
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = filled(Store::open(dir.path().join("store.db")).unwrap());
+        let ids: Vec<String> = ["d", "a", "z"].map(String::from).into();
+        let (snapshot, changed, single) = store
+            .scratch(|tx| {
+                tx.add_tag("d", "新客", at(200))?;
+                let read = |as_changed: bool| -> Result<Vec<eval::Customer>, StoreError> {
+                    let mut customers = Vec::new();
+                    let each = |scanned: &mut Scanned| {
+                        scanned.parse_attributes(Attributes::All);
+                        customers.push(scanned.customer.clone());
+                        Ok::<_, StoreError>(())
+                    };
+                    match as_changed {
+                        true => tx.for_customers_as_changed(&ids, each)?,
+                        false => tx.for_customers(Customers::Listed(&ids), each)?,
+                    }
+                    Ok(customers)
+                };
+                let mut single = Vec::new();
+                for id in &ids {
+                    if let Some(stored) = tx.customer(id)? {
+                        let events = tx.events_for_customer(id, ..)?;
+                        single.push(crate::run::to_customer(&stored, events));
+                    }
+                }
+                Ok::<_, StoreError>((read(false)?, read(true)?, single))
+            })
+            .unwrap();
+        assert!(
+            !snapshot[0].tags.contains("新客"),
+            "the reading thread's snapshot"
+        );
+        assert!(changed[0].tags.contains("新客"));
+        assert_eq!(
+            changed, single,
+            "as single reads in the transaction give them"
+        );
+    }
+
+    #[test]
     fn reads_by_id_span_batches_and_keep_each_customers_tags_with_it() {
         // More ids than one batch of the reading statements takes, with a customer of two tags
         // on either side of each batch boundary.
