@@ -36,8 +36,8 @@ use crate::eval::{to_time, Compiler, Cond, Customer, Event, Millis, Properties};
 use crate::print::duration;
 use crate::project::Project;
 use crate::store::{
-    self, Attributes, Customers, Delivery, Outcome, QueueKey, RunId, Scanned, Store, StoreError,
-    Tx, Whose,
+    self, Attributes, Delivery, Events, Outcome, QueueKey, RunId, Scanned, Store, StoreError, Tx,
+    Whose,
 };
 use crate::trigger::{Occurrence, TriggerPlan};
 
@@ -301,7 +301,7 @@ fn run_in(
                 Some(counted(ids.len(), "customer", "customers")),
             );
             tx.limit_cache(TARGETED_CACHE_KIB)?;
-            tx.for_customers(Customers::Listed(&ids), |scanned| {
+            tx.for_customers(&ids, |scanned| {
                 let customer = &scanned.customer;
                 if due.contains(&customer.id) || customer.events.iter().any(matters) {
                     let stored_check = scanned.stored_check;
@@ -316,7 +316,7 @@ fn run_in(
             // everyone: every customer is read once, and records its check anew.
             tx.clear_checks()?;
             let mut read = 0;
-            tx.for_customers(Customers::All, |scanned| {
+            tx.for_each_evaluated(Events::All, |scanned| {
                 read += 1;
                 candidates.process(scanned, None)
             })?;

@@ -29,7 +29,6 @@ pub use deliveries::{Delivery, Outcome, QueueKey, Whose};
 pub use import::{
     import, BadRow, ImportError, ImportFile, ImportObserver, ImportOptions, ImportSummary, Kind,
 };
-pub use read_ahead::Customers;
 pub use scan::{Attributes, Events, Scanned};
 use tag_log::TagEvent;
 

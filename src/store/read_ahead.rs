@@ -1,8 +1,8 @@
-//! Reading many customers, on a second thread: while the run decides one customer, the next
-//! ones are read. A targeted run's customers are looked up by id (four B-tree searches each,
-//! most pages not in memory yet), which is half of an incremental run's time when done in
-//! turn; SQLite steps through a batch of lookups in two statements (see [`read_in_batches`]).
-//! A run that reads everyone scans the tables in id order on that thread (see `Tx::scan`).
+//! Reading many customers by id, on a second thread: while the run decides one customer, the
+//! next ones are looked up (four B-tree searches each, most pages not in memory yet), which
+//! is half of an incremental run's time when done in turn. SQLite steps through a batch of
+//! lookups in two statements (see [`read_in_batches`]). (A run that reads everyone reads on
+//! its own thread: on a second one, it took a fifth more CPU for no gain in wall time.)
 //!
 //! The reading thread has its own read-only connection, whose snapshot is the store as the
 //! run's transaction found it: the run holds the write lock from its start, so nothing can be
@@ -15,25 +15,22 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use fallible_streaming_iterator::FallibleStreamingIterator;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 
 use super::scan::{Evaluated, Fill, Scanned, StoredTag};
 use super::{configure_reader, StoreError, Tx};
-
-/// The customers a pass reads.
-#[derive(Clone, Copy)]
-pub enum Customers<'a> {
-    /// These, in this order (an id never imported is skipped).
-    Listed(&'a [String]),
-    /// Every imported customer, in id order.
-    All,
-}
 
 /// How many customers the reading thread may be ahead of the run: the run's pace varies from
 /// customer to customer far more than the reader's (one with deliveries to record takes many
 /// times as long as one with none), and with 256 either thread waited for the other for 10–50 ms
 /// of a 10,000-customer run; with 4,096 the run waits ~4 ms. At ~1 KB a customer, a few MB.
 const AHEAD: usize = 4096;
+
+/// How many customers the reading thread hands over at a time. One at a time, the two threads
+/// woke each other for many of them (`perf stat`: 326–3,890 context switches in the
+/// benchmark's incremental run, 81–308 with 32; 588,269 when a whole-audience pass of 1M
+/// customers was tried on two threads).
+const HANDOVER: usize = 32;
 
 /// The reading connection's page cache, in KiB: enough for the upper levels of the three
 /// B-trees it searches, which every lookup revisits; the leaves it reads are mostly read once.
@@ -75,23 +72,9 @@ impl Rows {
             events: &row.events,
         })
     }
-}
 
-/// The rows of a scan, copied (on the reading thread) for the thread that evaluates.
-impl Fill for Rows {
-    fn customer(&mut self, id: &str, attributes: &str) -> Result<(), StoreError> {
-        self.id.clear();
-        self.id.push_str(id);
-        self.imported = true;
-        self.attributes.clear();
-        self.attributes.push_str(attributes);
-        self.tag_count = 0;
-        self.history.clear();
-        self.check = None;
-        Ok(())
-    }
-
-    fn tag(&mut self, tag: StoredTag) -> Result<(), StoreError> {
+    /// Reads a tag row of the customer into the next slot.
+    fn push_tag(&mut self, tag: StoredTag) {
         if self.tag_count == self.tags.len() {
             self.tags.push(TagRow::default());
         }
@@ -102,12 +85,6 @@ impl Fill for Rows {
         slot.events.clear();
         slot.events.extend_from_slice(tag.events);
         self.tag_count += 1;
-        Ok(())
-    }
-
-    fn history(&mut self, _: &Tx, bytes: &[u8]) -> Result<(), StoreError> {
-        self.history.extend_from_slice(bytes);
-        Ok(())
     }
 }
 
@@ -125,20 +102,6 @@ const CUSTOMERS: &str = "SELECT ids.key, c.attributes, h.events, k.due_at
 /// The tag rows of the customers of a list, in its order, then in tag byte order.
 const TAGS: &str = "SELECT ids.key, t.tag, t.removed_at IS NULL, t.events FROM json_each(?1) AS ids
     CROSS JOIN tags AS t ON t.customer = ids.value";
-
-/// Reads the rows of `customers` into `rows` one customer after another, in order, calling
-/// `each` with each (with an id never imported too, when listed).
-fn read<E: From<StoreError>>(
-    tx: &Tx,
-    customers: Customers,
-    rows: &mut Rows,
-    each: impl FnMut(&mut Rows) -> Result<(), E>,
-) -> Result<(), E> {
-    match customers {
-        Customers::Listed(ids) => read_in_batches(&tx.tx, ids, rows, each),
-        Customers::All => tx.scan(rows, each),
-    }
-}
 
 /// Reads the rows of `ids` into `rows` one customer after another, in order, calling `each`
 /// with each. SQLite steps through the lookups of a whole batch of ids in two statements;
@@ -165,7 +128,7 @@ fn read_in_batches<E: From<StoreError>>(
                 if row.get::<_, i64>(0).map_err(StoreError::from)? != index {
                     break;
                 }
-                rows.tag(StoredTag::of(row)?)?;
+                rows.push_tag(StoredTag::of(row)?);
                 tag_rows.advance().map_err(StoreError::from)?;
             }
             each(rows)?;
@@ -199,14 +162,14 @@ fn read_customer(
 }
 
 impl Tx<'_> {
-    /// Calls `each` with every imported customer of `customers`, in their order, as evaluation
-    /// reads it (see [`Scanned`]; events of customers never imported are not read for anyone).
-    /// The customer is refilled in place for the next one, as in [`Tx::for_each_evaluated`].
-    /// The rows are read on a second thread when the store is a file, on this thread
-    /// otherwise; either way `each` runs here.
+    /// Calls `each` with every customer of `ids` that was imported, in that order, as
+    /// evaluation reads it (see [`Scanned`]; events of customers never imported are not read
+    /// for anyone). The customer is refilled in place for the next one, as in
+    /// [`Tx::for_each_evaluated`]. The rows are read on a second thread when the store is a
+    /// file, on this thread otherwise; either way `each` runs here.
     pub fn for_customers<E: From<StoreError>>(
         &self,
-        customers: Customers,
+        ids: &[String],
         mut each: impl FnMut(&mut Scanned) -> Result<(), E>,
     ) -> Result<(), E> {
         let mut fill = Evaluated::default();
@@ -217,23 +180,19 @@ impl Tx<'_> {
             }
         };
         let in_turn = |hand: &mut dyn FnMut(&mut Rows) -> Result<(), E>| {
-            read(self, customers, &mut Rows::default(), hand)
+            read_in_batches(&self.tx, ids, &mut Rows::default(), hand)
         };
         let file = self.tx.path().filter(|path| !path.is_empty());
-        let several = match customers {
-            Customers::Listed(ids) => ids.len() > 1,
-            Customers::All => true,
-        };
-        let (Some(path), true) = (file, several) else {
+        let (Some(path), true) = (file, ids.len() > 1) else {
             return in_turn(&mut hand);
         };
         std::thread::scope(|scope| {
-            let (ahead, arrived) = mpsc::sync_channel(AHEAD);
-            let (give_back, returned) = mpsc::channel::<Rows>();
+            let (ahead, arrived) = mpsc::sync_channel(AHEAD / HANDOVER);
+            let (give_back, returned) = mpsc::channel::<Vec<Rows>>();
             let reader = std::thread::Builder::new()
                 .name("nudge-reader".into())
                 .spawn_scoped(scope, move || {
-                    read_ahead(Path::new(path), customers, &ahead, &returned)
+                    read_ahead(Path::new(path), ids, &ahead, &returned)
                 });
             if reader.is_err() {
                 // No thread to be had (a process limit): the same reads, in turn.
@@ -241,11 +200,13 @@ impl Tx<'_> {
             }
             // Until the reader is done (and drops its end), or fails (and says so); should it
             // panic instead, the scope passes the panic on.
-            for rows in arrived {
-                let mut rows = rows?;
-                hand(&mut rows)?;
-                // Back to the reader for its next customer: its buffers are reused.
-                let _ = give_back.send(rows);
+            for batch in arrived {
+                let mut batch = batch?;
+                for rows in &mut batch {
+                    hand(rows)?;
+                }
+                // Back to the reader for its next customers: their buffers are reused.
+                let _ = give_back.send(batch);
             }
             Ok(())
         })
@@ -286,27 +247,35 @@ fn fill_from(tx: &Tx, fill: &mut Evaluated, rows: &Rows) -> Result<bool, StoreEr
     Ok(true)
 }
 
-/// The reading thread: sends each customer's rows in order, and stops at the first error
-/// (sent too) or when the run stops listening.
+/// The reading thread: sends the customers' rows in order, [`HANDOVER`] at a time, and stops
+/// at the first error (sent too) or when the run stops listening.
 fn read_ahead(
     path: &Path,
-    customers: Customers,
-    ahead: &mpsc::SyncSender<Result<Rows, StoreError>>,
-    returned: &mpsc::Receiver<Rows>,
+    ids: &[String],
+    ahead: &mpsc::SyncSender<Result<Vec<Rows>, StoreError>>,
+    returned: &mpsc::Receiver<Vec<Rows>>,
 ) {
-    let read = open_reader(path)
-        .map_err(Stopped::Failed)
-        .and_then(|mut conn| {
-            let tx = Tx::begin(&mut conn, TransactionBehavior::Deferred)?;
-            read(&tx, customers, &mut Rows::default(), |rows| {
-                // The next customer goes into buffers the run is done with, if it gave some back.
-                let full = std::mem::replace(rows, returned.try_recv().unwrap_or_default());
-                ahead.send(Ok(full)).map_err(|_| Stopped::Listening)
-            })
-        });
-    if let Err(Stopped::Failed(error)) = read {
-        let _ = ahead.send(Err(error));
-    }
+    let mut batch = Vec::with_capacity(HANDOVER);
+    // Buffers the run is done with, refilled for the next customers.
+    let mut spare: Vec<Rows> = Vec::new();
+    let read = open_reader(path).map_err(Stopped::Failed).and_then(|conn| {
+        read_in_batches(&conn, ids, &mut Rows::default(), |rows| {
+            if spare.is_empty() {
+                spare.extend(returned.try_iter().flatten());
+            }
+            batch.push(std::mem::replace(rows, spare.pop().unwrap_or_default()));
+            if batch.len() < HANDOVER {
+                return Ok(());
+            }
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(HANDOVER));
+            ahead.send(Ok(full)).map_err(|_| Stopped::Listening)
+        })
+    });
+    let _ = match read {
+        Ok(()) if !batch.is_empty() => ahead.send(Ok(batch)),
+        Err(Stopped::Failed(error)) => ahead.send(Err(error)),
+        Ok(()) | Err(Stopped::Listening) => Ok(()),
+    };
 }
 
 /// Why the reading thread stopped early.
@@ -322,7 +291,7 @@ impl From<StoreError> for Stopped {
     }
 }
 
-/// A read-only connection to the store at `path` (its reads go in one transaction).
+/// A read-only connection to the store at `path`, in one read transaction for all its reads.
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)
@@ -331,6 +300,6 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
             path: path.to_owned(),
             source,
         })?;
-    conn.execute_batch(&format!("PRAGMA cache_size = -{READER_CACHE_KIB}"))?;
+    conn.execute_batch(&format!("PRAGMA cache_size = -{READER_CACHE_KIB}; BEGIN"))?;
     Ok(conn)
 }

@@ -65,7 +65,7 @@ impl Tx<'_> {
         self.scan(&mut fill, |fill| f(&mut fill.scanned))
     }
 
-    pub(super) fn scan<F: Fill, E: From<StoreError>>(
+    fn scan<F: Fill, E: From<StoreError>>(
         &self,
         fill: &mut F,
         mut each: impl FnMut(&mut F) -> Result<(), E>,
@@ -453,7 +453,7 @@ impl<'s> Follower<'s> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Customers, NewEvent, Store};
+    use crate::store::{NewEvent, Store};
 
     fn at(minute: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_772_352_000 + minute * 60, 0).unwrap()
@@ -530,15 +530,10 @@ mod tests {
 
     /// What `for_customers` hands out for `ids`, attributes parsed.
     fn by_id(store: &mut Store, ids: &[String]) -> Vec<eval::Customer> {
-        read(store, Customers::Listed(ids))
-    }
-
-    /// What `for_customers` hands out, attributes parsed.
-    fn read(store: &mut Store, which: Customers) -> Vec<eval::Customer> {
         let mut customers = Vec::new();
         store
             .scratch(|tx| {
-                tx.for_customers(which, |scanned| {
+                tx.for_customers(ids, |scanned| {
                     scanned.parse_attributes(Attributes::All);
                     customers.push(scanned.customer.clone());
                     Ok::<_, StoreError>(())
@@ -574,17 +569,6 @@ mod tests {
     }
 
     #[test]
-    fn everyone_is_read_as_a_whole_audience_pass_reads_them_in_memory_and_from_a_file() {
-        // In a file the tables are scanned on a second thread, in memory on the caller's.
-        let dir = tempfile::tempdir().unwrap();
-        for mut store in in_memory_and_in_a_file(dir.path()) {
-            let expected = evaluated(&mut store);
-            assert_eq!(expected.len(), 4, "e has events but was never imported");
-            assert_eq!(read(&mut store, Customers::All), expected);
-        }
-    }
-
-    #[test]
     fn customers_read_as_changed_include_the_transactions_own_changes() {
         // From a file, where `for_customers` reads on a second thread: the store as the
         // transaction found it. Read as changed, the tag this transaction added is there.
@@ -603,7 +587,7 @@ mod tests {
                     };
                     match as_changed {
                         true => tx.for_customers_as_changed(&ids, each)?,
-                        false => tx.for_customers(Customers::Listed(&ids), each)?,
+                        false => tx.for_customers(&ids, each)?,
                     }
                     Ok(customers)
                 };
@@ -669,7 +653,7 @@ mod tests {
             let mut checks = Vec::new();
             store
                 .scratch(|tx| {
-                    tx.for_customers(Customers::Listed(&ids), |scanned| {
+                    tx.for_customers(&ids, |scanned| {
                         checks.push(scanned.stored_check);
                         Ok::<_, StoreError>(())
                     })
