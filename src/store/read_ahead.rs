@@ -170,15 +170,9 @@ impl Tx<'_> {
     pub fn for_customers<E: From<StoreError>>(
         &self,
         ids: &[String],
-        mut each: impl FnMut(&mut Scanned) -> Result<(), E>,
+        each: impl FnMut(&mut Scanned) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut fill = Evaluated::default();
-        let mut hand = |rows: &mut Rows| -> Result<(), E> {
-            match fill_from(self, &mut fill, rows)? {
-                true => each(&mut fill.scanned),
-                false => Ok(()),
-            }
-        };
+        let mut hand = handing(self, each);
         let in_turn = |hand: &mut dyn FnMut(&mut Rows) -> Result<(), E>| {
             read_in_batches(&self.tx, ids, &mut Rows::default(), hand)
         };
@@ -211,24 +205,29 @@ impl Tx<'_> {
             Ok(())
         })
     }
-}
 
-impl Tx<'_> {
     /// Calls `each` with every imported customer of `ids`, in that order, as this transaction
     /// has them now, its own changes included (unlike [`Tx::for_customers`], whose reading
     /// thread sees the store as the transaction found it). On this thread, in batches.
     pub fn for_customers_as_changed<E: From<StoreError>>(
         &self,
         ids: &[String],
-        mut each: impl FnMut(&mut Scanned) -> Result<(), E>,
+        each: impl FnMut(&mut Scanned) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut fill = Evaluated::default();
-        read_in_batches(&self.tx, ids, &mut Rows::default(), |rows| match fill_from(
-            self, &mut fill, rows,
-        )? {
-            true => each(&mut fill.scanned),
-            false => Ok(()),
-        })
+        read_in_batches(&self.tx, ids, &mut Rows::default(), handing(self, each))
+    }
+}
+
+/// What takes each customer's rows: fills the customer as evaluation reads it and calls
+/// `each` with it, unless it was never imported.
+fn handing<'t, E: From<StoreError>>(
+    tx: &'t Tx,
+    mut each: impl FnMut(&mut Scanned) -> Result<(), E> + 't,
+) -> impl FnMut(&mut Rows) -> Result<(), E> + 't {
+    let mut fill = Evaluated::default();
+    move |rows| match fill_from(tx, &mut fill, rows)? {
+        true => each(&mut fill.scanned),
+        false => Ok(()),
     }
 }
 
