@@ -566,17 +566,16 @@ impl Recent {
         ids.sort_unstable();
         ids.dedup();
         let mut page = HashMap::with_capacity(ids.len());
-        if ids.is_empty() {
-            // Every customer of the page was kept (as in an incremental run).
-            *self.page.borrow_mut() = page;
-            return Ok(());
+        // None when every customer of the page was kept, as in an incremental run: then not
+        // even the reading statements are prepared.
+        if !ids.is_empty() {
+            tx.for_customers_as_changed(&ids, |scanned| {
+                scanned.parse_attributes(Attributes::All);
+                let customer = std::mem::take(&mut scanned.customer);
+                page.insert(customer.id.clone(), Arc::new(customer));
+                Ok::<_, StoreError>(())
+            })?;
         }
-        tx.for_customers_as_changed(&ids, |scanned| {
-            scanned.parse_attributes(Attributes::All);
-            let customer = std::mem::take(&mut scanned.customer);
-            page.insert(customer.id.clone(), Arc::new(customer));
-            Ok::<_, StoreError>(())
-        })?;
         *self.page.borrow_mut() = page;
         Ok(())
     }

@@ -566,7 +566,8 @@ mod tests {
             .transaction(|tx| {
                 let run = tx.begin_run(at(10_000))?;
                 tx.hold_deliveries_due_by(at(10_000));
-                // Recorded in reverse due order, customers in turn.
+                // Recorded out of queue order (due times repeat every 9,000 minutes), customers
+                // in turn.
                 for i in (0..count).rev() {
                     let delivery = Delivery {
                         campaign: "c".into(),

@@ -2,7 +2,7 @@
 //! next ones are looked up (four B-tree searches each, most pages not in memory yet), which
 //! is half of an incremental run's time when done in turn. SQLite steps through a batch of
 //! lookups in two statements (see [`read_in_batches`]). (A run that reads everyone reads on
-//! its own thread: on a second one, it took a fifth more CPU for no gain in wall time.)
+//! its own thread: tried on a second one, it took 10–18% more CPU for no gain in wall time.)
 //!
 //! The reading thread has its own read-only connection, whose snapshot is the store as the
 //! run's transaction found it: the run holds the write lock from its start, so nothing can be
