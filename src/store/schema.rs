@@ -148,12 +148,17 @@ CREATE TABLE event_histories (
     -- Last, so that reading the other columns does not load a long history's overflow pages.
     events   BLOB NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX event_histories_by_time ON event_histories (last_at, first_at);
 ";
+
+/// The index of histories by their last and first instants (see [`V3`]); a bulk load of events
+/// drops it and builds it again (see `bulk.rs`).
+pub(super) const HISTORIES_BY_TIME: &str =
+    "CREATE INDEX event_histories_by_time ON event_histories (last_at, first_at)";
 
 /// Version 3 (see [`V3`]): creates the histories and moves the v2 `events` rows into them.
 fn event_histories(tx: &Transaction) -> Result<(), StoreError> {
     tx.execute_batch(V3)?;
+    tx.execute_batch(HISTORIES_BY_TIME)?;
     super::history::pack_v2_events(tx)?;
     tx.execute_batch("DROP TABLE events;")?;
     Ok(())
