@@ -15,7 +15,7 @@ use std::thread::{self, ScopedJoinHandle};
 use chrono::{DateTime, Utc};
 
 use super::bulk::{BulkError, Sorter};
-use super::rows::{quoted, Field, Fields, Format, Nulls, PlainEvent};
+use super::rows::{is_written_object, quoted, Field, Fields, Format, Nulls, PlainEvent};
 use super::{Store, StoreError, Tx};
 
 /// What a file holds.
@@ -350,6 +350,14 @@ impl Record for EventRow {
         let Some(event) = PlainEvent::read(line) else {
             return Fields::from_json(line).and_then(|fields| Self::parse(fields, text));
         };
+        if let Some(Field::Json(raw)) = event.properties {
+            if is_written_object(raw.get()) {
+                return EventRow::write(text, event.customer, event.event, event.at, |text| {
+                    text.push_str(raw.get());
+                    Ok(())
+                });
+            }
+        }
         let properties = json_properties(event.properties)?;
         EventRow::write(text, event.customer, event.event, event.at, |text| {
             write_properties(properties, text)
@@ -951,6 +959,75 @@ mod tests {
             (row.customer(&text), row.name(&text), row.properties(&text)),
             ("c4", "v\"iew", r#"{"k\"ey":1}"#)
         );
+    }
+
+    /// A JSON object's text from its members, with `gap` between every two tokens.
+    fn object_text(members: &[(&str, &str)], gap: &str) -> String {
+        let members: Vec<String> = members
+            .iter()
+            .map(|(key, value)| format!("{gap}{key}{gap}:{gap}{value}{gap}"))
+            .collect();
+        format!("{{{}}}", members.join(","))
+    }
+
+    proptest::proptest! {
+        /// Properties kept as they are written (see [`is_written_object`]) read as the general
+        /// path writes them: keys out of order or twice, escaped keys, nulls, nested values and
+        /// whitespace all make the general path write something else, or reject the line.
+        #[test]
+        fn properties_kept_as_written_read_as_the_general_path_reads_them(
+            members in proptest::collection::vec((
+                proptest::sample::select(vec![r#""a""#, r#""b""#, r#""é""#, r#""a\"b""#, r#""\u0062""#]),
+                proptest::sample::select(vec![
+                    "1", "-2.5e3", "0", r#""x""#, r#""a\"}""#, r#""\\""#, "true", "false",
+                    "null", "{}", "[1]", r#"{"k":1}"#,
+                ]),
+            ), 0..4),
+            gap in proptest::sample::select(vec!["", "", " ", "\n"]),
+        ) {
+            let properties = object_text(&members, gap);
+            let line = format!(
+                r#"{{"customer":"c","event":"view","at":"2026-03-01T02:00:00Z","properties":{properties}}}"#
+            );
+            let (mut plain, mut general) = (String::new(), String::new());
+            let row = EventRow::parse_json(&line, &mut plain);
+            let expected = Fields::from_json(&line).and_then(|f| EventRow::parse(f, &mut general));
+            let kept = is_written_object(&properties);
+            proptest::prop_assert_eq!(parts(row, &plain), parts(expected, &general), "{}", line);
+            if kept {
+                let mut text = String::new();
+                let row = EventRow::parse_json(&line, &mut text).unwrap();
+                proptest::prop_assert_eq!(row.properties(&text), properties.as_str());
+            }
+        }
+    }
+
+    #[test]
+    fn properties_are_kept_as_written_only_when_writing_them_again_changes_nothing() {
+        let kept = [
+            r#"{}"#,
+            r#"{"a":1,"b":"x\"}","c":true}"#,
+            r#"{"a":-1.5e3,"é":false}"#,
+        ];
+        let rewritten = [
+            r#"{ }"#,
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{"a":null}"#,
+            r#"{"a":{}}"#,
+            r#"{"a":[1]}"#,
+            r#"{"a" :1}"#,
+            r#"{"a":1 }"#,
+            r#"{"\u0061":1}"#,
+            r#"[]"#,
+            r#""{}""#,
+        ];
+        for raw in kept {
+            assert!(is_written_object(raw), "{raw}");
+        }
+        for raw in rewritten {
+            assert!(!is_written_object(raw), "{raw}");
+        }
     }
 
     /// Collects the lines of bad rows.
