@@ -1,5 +1,7 @@
 //! From a fired trigger to a delivery: the due time, the message text, the channel.
 
+use std::collections::HashSet;
+
 use chrono::{Duration, NaiveTime, Offset};
 use chrono_tz::Tz;
 use serde_json::{Map, Value as Json};
@@ -147,6 +149,19 @@ pub fn render(template: &str, customer: &Customer, event: Option<&Map<String, Js
     }
     out.push_str(&template[rest_from..]);
     out
+}
+
+/// Adds the customer attributes [`render`] reads from `template` to `names`.
+pub fn template_attributes(template: &str, names: &mut HashSet<String>) {
+    for (path, _) in placeholders(template).into_iter().map_while(Result::ok) {
+        match path.split_once('.') {
+            Some(("customer", "id")) => {}
+            Some(("customer", name)) => {
+                names.insert(name.to_owned());
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A stored value as a person would write it in a message.

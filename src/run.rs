@@ -29,9 +29,9 @@ use crate::ast::*;
 use crate::check::{instant, Schema};
 use crate::deliver::{
     after_wait, calendar_bucket, choose_channel, out_of_quiet, pace_slot, render, split_point,
-    ChannelOption,
+    template_attributes, ChannelOption,
 };
-use crate::estimate::reads_attributes;
+use crate::estimate::{self, reads_attributes};
 use crate::eval::{to_time, Compiler, Cond, Customer, Event, Millis, Properties};
 use crate::print::duration;
 use crate::project::Project;
@@ -178,6 +178,7 @@ pub fn run_into(
     let plans = Plans {
         reads_attributes_to_fire: tag_rules.iter().any(|rule| reads_attributes(&rule.holds))
             || campaigns.iter().any(|c| c.trigger.reads_attributes()),
+        attributes: attributes_read(&campaigns, &tag_rules),
         campaigns,
         tag_rules,
         policy_cap: schema.policy_cap,
@@ -210,6 +211,24 @@ struct Plans {
     reads_attributes_to_fire: bool,
     /// `policy { cap … }`, counted across campaigns.
     policy_cap: Option<Cap>,
+    /// Every customer attribute the run may read: customers are parsed with these alone.
+    attributes: HashSet<String>,
+}
+
+/// The customer attributes that deciding, timing and sending the campaigns, and applying the
+/// tag rules, may read: conditions, `for … after customer.x`, addresses, `{{customer.x}}` in
+/// contents, and the customer's time zone. Parsing every attribute of every customer a run
+/// reads was ~11% of the instructions of a run that fired the day's schedules for 1,000,000
+/// customers.
+fn attributes_read(campaigns: &[CampaignPlan], tag_rules: &[TagRulePlan]) -> HashSet<String> {
+    let mut names = HashSet::from([ZONE_ATTRIBUTE.to_owned()]);
+    for campaign in campaigns {
+        campaign.attributes_read(&mut names);
+    }
+    for rule in tag_rules {
+        estimate::attributes_read(&rule.holds, &mut names);
+    }
+    names
 }
 
 impl Plans {
@@ -372,9 +391,10 @@ impl Candidates<'_> {
     fn process(&self, scanned: &mut Scanned, stored_check: Option<Millis>) -> Result<(), RunError> {
         let held_before = self.tx.deliveries_held();
         let mut parsed = false;
+        let wanted = &self.plans.attributes;
         let parse = |scanned: &mut Scanned, parsed: &mut bool| {
             if !std::mem::replace(parsed, true) {
-                scanned.parse_attributes(Attributes::All);
+                scanned.parse_attributes(Attributes::Only(wanted));
             }
         };
         if self.plans.reads_attributes_to_fire {
@@ -557,6 +577,7 @@ impl Recent {
         &self,
         tx: &Tx,
         customers: impl Iterator<Item = &'a str>,
+        wanted: &HashSet<String>,
     ) -> Result<(), StoreError> {
         let mut ids: Vec<String> = {
             let kept = self.kept.borrow();
@@ -570,7 +591,7 @@ impl Recent {
         // even the reading statements are prepared.
         if !ids.is_empty() {
             tx.for_customers_as_changed(&ids, |scanned| {
-                scanned.parse_attributes(Attributes::All);
+                scanned.parse_attributes(Attributes::Only(wanted));
                 let customer = std::mem::take(&mut scanned.customer);
                 page.insert(customer.id.clone(), Arc::new(customer));
                 Ok::<_, StoreError>(())
@@ -859,6 +880,21 @@ impl CampaignPlan {
     ) -> Vec<Occurrence> {
         self.trigger
             .occurrences_among(customer, range.begin, range.after, now, times)
+    }
+
+    /// Adds the customer attributes deciding and sending this campaign may read to `names`.
+    fn attributes_read(&self, names: &mut HashSet<String>) {
+        for cond in self.audience.iter().chain(&self.exclude) {
+            estimate::attributes_read(cond, names);
+        }
+        self.trigger.attributes_read(names);
+        let arms = self.split.iter().map(|arm| &arm.actions);
+        let sends = std::iter::once(&self.common)
+            .chain(arms)
+            .flat_map(|a| &a.sends);
+        for option in sends.flat_map(|send| &send.options) {
+            option.attributes_read(names);
+        }
     }
 
     fn in_audience(&self, customer: &Customer, at: Millis) -> bool {
@@ -1237,7 +1273,8 @@ fn release_due(
     loop {
         if page.is_empty() && stored_left {
             page = tx.queued_page(to_time(now), &after, QUEUE_PAGE)?.into();
-            recent.read_page(tx, page.iter().map(|(_, d)| d.customer.as_str()))?;
+            let customers = page.iter().map(|(_, d)| d.customer.as_str());
+            recent.read_page(tx, customers, &plans.attributes)?;
             match page.back() {
                 Some((last, _)) => after = last.clone(),
                 None => stored_left = false,
@@ -1376,6 +1413,18 @@ impl ChannelPlan {
         }
     }
 
+    /// Adds the customer attributes choosing and filling this channel may read to `names`.
+    fn attributes_read(&self, names: &mut HashSet<String>) {
+        names.extend(self.address.clone());
+        if let Some(reachable) = &self.reachable {
+            estimate::attributes_read(reachable, names);
+        }
+        let parts = self.content.parts.iter().map(|part| &part.value);
+        for text in self.content.lead.iter().chain(parts) {
+            template_attributes(&text.value, names);
+        }
+    }
+
     /// The employee who posts or does the task for this customer.
     fn employee(
         &self,
@@ -1458,8 +1507,16 @@ fn note(reason: &mut Option<String>, text: String) {
 
 /// The customer's own time zone (`customer.timezone`), when set and valid.
 fn customer_zone(customer: &Customer) -> Option<Tz> {
-    customer.attributes.get("timezone")?.as_str()?.parse().ok()
+    customer
+        .attributes
+        .get(ZONE_ATTRIBUTE)?
+        .as_str()?
+        .parse()
+        .ok()
 }
+
+/// The attribute holding a customer's own time zone.
+const ZONE_ATTRIBUTE: &str = "timezone";
 
 fn after_end(due: Millis, end: Millis) -> String {
     format!(

@@ -4,12 +4,14 @@
 //! Every occurrence has a key that identifies it across runs (`at`, `every:<ms>`, `event:<id>`),
 //! so that the store can refuse to record one occurrence for one customer twice.
 
+use std::collections::HashSet;
+
 use chrono::NaiveTime;
 use chrono_tz::Tz;
 
 use crate::ast::{DayOfWeekSet, OccurrenceMode, Schedule, TagChange, TriggerKind};
 use crate::check::instant;
-use crate::estimate::reads_attributes;
+use crate::estimate::attributes_read;
 use crate::eval::{to_time, Compiler, Cond, Customer, Event, Millis};
 use crate::schedule::{day_fire_times, CronSchedule};
 
@@ -36,14 +38,23 @@ impl TriggerPlan {
     /// Whether deciding when it fires for a customer may read the customer's attributes: a
     /// schedule's `for … after customer.x`, or an event filter that tests one.
     pub fn reads_attributes(&self) -> bool {
+        let mut names = HashSet::new();
+        self.attributes_read(&mut names);
+        !names.is_empty()
+    }
+
+    /// Adds the customer attributes deciding when it fires may read to `names`.
+    pub fn attributes_read(&self, names: &mut HashSet<String>) {
         match self {
-            TriggerPlan::At(_) => false,
+            TriggerPlan::At(_) => {}
             TriggerPlan::Days { for_after, .. } | TriggerPlan::Cron { for_after, .. } => {
-                for_after.is_some()
+                names.extend(for_after.iter().map(|window| window.attribute.clone()));
             }
             TriggerPlan::Event(trigger) => {
                 let unless = trigger.unless.as_ref().and_then(|u| u.filter.as_ref());
-                trigger.filter.iter().chain(unless).any(reads_attributes)
+                for filter in trigger.filter.iter().chain(unless) {
+                    attributes_read(filter, names);
+                }
             }
         }
     }
