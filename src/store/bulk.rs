@@ -621,6 +621,55 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// However the file's lines fall into runs, each customer's history holds its events in
+        /// time order, then file order: what one stable sort of the file gives.
+        #[test]
+        fn any_number_of_runs_merge_as_one_sort(
+            file in proptest::collection::vec((0..5usize, 0..4i64), 0..60),
+            cuts in proptest::collection::vec(1..8usize, 1..20),
+        ) {
+            let customers = ["a", "b", "c", "customer-with-a-long-id-1", "customer-with-a-long-id-2"];
+            let names: Vec<String> = (0..file.len()).map(|line| format!("e{line}")).collect();
+            let rows: Vec<(&str, &str, i64)> = file
+                .iter()
+                .zip(&names)
+                .map(|(&(customer, at), name)| (customers[customer], name.as_str(), at))
+                .collect();
+            let mut store = Store::open_in_memory().unwrap();
+            store
+                .transaction(|tx| {
+                    // A budget of one byte spills every batch: each is a run of its own.
+                    let mut sorter = Sorter::with_budget(1);
+                    let mut rest = &rows[..];
+                    for &cut in cuts.iter().cycle() {
+                        if rest.is_empty() {
+                            break;
+                        }
+                        let (batch_rows, more) = rest.split_at(cut.min(rest.len()));
+                        let (mut rows, text) = batch(batch_rows);
+                        sorter.push(tx, &mut rows, &text)?;
+                        rest = more;
+                    }
+                    sorter.finish(tx)
+                })
+                .unwrap();
+            let expected: Vec<Vec<(String, i64)>> = customers
+                .iter()
+                .map(|customer| {
+                    let mut events: Vec<_> = rows
+                        .iter()
+                        .filter(|(c, _, _)| c == customer)
+                        .map(|&(_, name, at)| (name.to_owned(), at))
+                        .collect();
+                    events.sort_by_key(|&(_, at)| at);
+                    events
+                })
+                .collect();
+            proptest::prop_assert_eq!(histories(&mut store, &customers), expected);
+        }
+    }
+
     #[test]
     fn a_second_import_appends_to_and_merges_into_histories() {
         let mut store = Store::open_in_memory().unwrap();
