@@ -445,7 +445,8 @@ impl<'s> Follower<'s> {
             self.started = true;
         }
         while let Some(row) = self.rows.get() {
-            match row.get_ref(0)?.as_str()?.cmp(customer) {
+            // Bytes compare as the texts do, without checking the UTF-8 of every row's id.
+            match row.get_ref(0)?.as_bytes()?.cmp(customer.as_bytes()) {
                 std::cmp::Ordering::Less => {}
                 std::cmp::Ordering::Equal => each(row)?,
                 std::cmp::Ordering::Greater => break,
