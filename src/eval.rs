@@ -204,9 +204,14 @@ impl PartialEq for Properties {
 pub struct Customer {
     pub id: String,
     pub attributes: Map<String, Json>,
-    pub tags: HashSet<String>,
+    pub tags: Tags,
     pub events: Vec<Event>,
 }
+
+/// A customer's tags, hashed with foldhash: std's SipHash of every tag a pass reads and tests
+/// was 3.6% of an estimate's instructions (callgrind), and its resistance to chosen keys buys
+/// nothing for a shop's own tags.
+pub type Tags = HashSet<String, foldhash::fast::RandomState>;
 
 impl Customer {
     /// Adds an event where it belongs in time order (after the events at the same instant with
@@ -795,7 +800,7 @@ mod tests {
             .as_object()
             .unwrap()
             .clone(),
-            tags: ["VIP".to_string()].into(),
+            tags: ["VIP".to_string()].into_iter().collect(),
             events: events
                 .iter()
                 .enumerate()

@@ -714,7 +714,7 @@ mod tests {
                 ]
             );
             assert_eq!(a.events[5].properties.map()["tag"], "老客");
-            assert_eq!(a.tags, ["VIP".to_string()].into());
+            assert_eq!(a.tags, ["VIP".to_string()].into_iter().collect());
             assert_eq!(&by_id(&mut store, &ids)[0], a);
             assert_eq!(&evaluated(&mut store)[0], a);
             let found = store
