@@ -350,21 +350,27 @@ impl Record for EventRow {
     /// Most lines have the shape [`WrittenEvent`] reads in one scan; most others the shape
     /// [`PlainEvent`] reads, without the cost of [`Fields`].
     fn parse_json(line: &str, text: &mut String) -> Result<Self, String> {
-        if let Some(event) = WrittenEvent::read(line) {
-            return EventRow::write(text, event.customer, event.event, event.at, |text| {
-                text.push_str(event.properties);
+        let kept = |text: &mut String, customer, name, at, properties: &str| {
+            EventRow::write(text, customer, name, at, |text| {
+                text.push_str(properties);
                 Ok(())
-            });
+            })
+        };
+        if let Some(event) = WrittenEvent::read(line) {
+            return kept(
+                text,
+                event.customer,
+                event.event,
+                event.at,
+                event.properties,
+            );
         }
         let Some(event) = PlainEvent::read(line) else {
             return Fields::from_json(line).and_then(|fields| Self::parse(fields, text));
         };
         if let Some(Field::Json(raw)) = event.properties {
             if is_written_object(raw.get()) {
-                return EventRow::write(text, event.customer, event.event, event.at, |text| {
-                    text.push_str(raw.get());
-                    Ok(())
-                });
+                return kept(text, event.customer, event.event, event.at, raw.get());
             }
         }
         let properties = json_properties(event.properties)?;
