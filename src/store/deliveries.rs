@@ -82,8 +82,57 @@ pub(super) struct Held {
     /// How many deliveries were ever held (written ones included).
     ever: u64,
     queue: BTreeMap<QueueKey, (RunId, Delivery)>,
-    /// Where each held occurrence is in `queue`.
-    keys: BTreeMap<OccurrenceKey, QueueKey>,
+    /// Where each held occurrence is in `queue`, by customer: a customer has few, and looking
+    /// one up by the customer's id alone needs no key built (each lookup in a map ordered by
+    /// whole occurrence keys compared the campaign's name first, then the customer's id).
+    by_customer: HashMap<String, Vec<HeldOccurrence>, foldhash::fast::RandomState>,
+}
+
+/// A held delivery's occurrence, under its customer in [`Held::by_customer`].
+struct HeldOccurrence {
+    campaign: String,
+    occurrence: String,
+    queued: QueueKey,
+}
+
+impl Held {
+    fn contains(&self, delivery: &Delivery) -> bool {
+        self.by_customer
+            .get(&delivery.customer)
+            .is_some_and(|held| held.iter().any(|h| h.is(delivery)))
+    }
+
+    fn insert(&mut self, delivery: &Delivery, queued: QueueKey) {
+        let occurrence = HeldOccurrence {
+            campaign: delivery.campaign.clone(),
+            occurrence: delivery.occurrence.clone(),
+            queued,
+        };
+        match self.by_customer.get_mut(&delivery.customer) {
+            Some(held) => held.push(occurrence),
+            None => {
+                self.by_customer
+                    .insert(delivery.customer.clone(), vec![occurrence]);
+            }
+        }
+    }
+
+    /// Takes the delivery's occurrence out, with where it is in `queue`.
+    fn remove(&mut self, delivery: &Delivery) -> Option<QueueKey> {
+        let held = self.by_customer.get_mut(&delivery.customer)?;
+        let index = held.iter().position(|h| h.is(delivery))?;
+        let removed = held.swap_remove(index);
+        if held.is_empty() {
+            self.by_customer.remove(&delivery.customer);
+        }
+        Some(removed.queued)
+    }
+}
+
+impl HeldOccurrence {
+    fn is(&self, delivery: &Delivery) -> bool {
+        self.occurrence == delivery.occurrence && self.campaign == delivery.campaign
+    }
 }
 
 /// The `counters` row of the next delivery's id (see [`Held::next_id`]).
@@ -94,24 +143,6 @@ const NEXT_DELIVERY_ID: &str = "next_delivery_id";
 /// ~36 MB; past it a mass send's deliveries are written as queued, read back and updated,
 /// which took 13% of the instructions of a 100,000-customer run whose schedules fired.
 const HELD_DELIVERIES: usize = 32768;
-
-/// One occurrence for one customer in one campaign: what `deliveries` records at most once.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct OccurrenceKey {
-    campaign: String,
-    customer: String,
-    occurrence: String,
-}
-
-impl OccurrenceKey {
-    fn of(delivery: &Delivery) -> OccurrenceKey {
-        OccurrenceKey {
-            campaign: delivery.campaign.clone(),
-            customer: delivery.customer.clone(),
-            occurrence: delivery.occurrence.clone(),
-        }
-    }
-}
 
 impl Tx<'_> {
     /// Queued deliveries due at or before `horizon` that this transaction records are decided
@@ -129,8 +160,7 @@ impl Tx<'_> {
     /// Records a delivery outcome. Returns false, and records nothing, when this occurrence was
     /// already recorded for this customer and campaign.
     pub fn record_delivery(&self, run: RunId, delivery: Delivery) -> Result<bool, StoreError> {
-        let key = OccurrenceKey::of(&delivery);
-        if self.held.borrow().keys.contains_key(&key) || self.is_recorded(&key)? {
+        if self.held.borrow().contains(&delivery) || self.is_recorded(&delivery)? {
             return Ok(false);
         }
         let id = self.next_delivery_id()?;
@@ -148,7 +178,7 @@ impl Tx<'_> {
         };
         let mut held = self.held.borrow_mut();
         held.ever += 1;
-        held.keys.insert(key, queue_key.clone());
+        held.insert(&delivery, queue_key.clone());
         held.queue.insert(queue_key, (run, delivery));
         let full = held.queue.len() >= HELD_DELIVERIES;
         drop(held);
@@ -164,7 +194,7 @@ impl Tx<'_> {
     pub fn settle_delivery(&self, run: RunId, delivery: &Delivery) -> Result<bool, StoreError> {
         let held = {
             let mut held = self.held.borrow_mut();
-            let queue_key = held.keys.remove(&OccurrenceKey::of(delivery));
+            let queue_key = held.remove(delivery);
             queue_key.inspect(|key| {
                 held.queue.remove(key);
             })
@@ -198,14 +228,14 @@ impl Tx<'_> {
     /// Writes the held queued deliveries to `deliveries`.
     pub(super) fn write_held_deliveries(&self) -> Result<(), StoreError> {
         let queue = std::mem::take(&mut self.held.borrow_mut().queue);
-        self.held.borrow_mut().keys.clear();
+        self.held.borrow_mut().by_customer.clear();
         for (key, (run, delivery)) in &queue {
             self.insert_delivery(key.id, *run, delivery)?;
         }
         Ok(())
     }
 
-    fn is_recorded(&self, key: &OccurrenceKey) -> Result<bool, StoreError> {
+    fn is_recorded(&self, delivery: &Delivery) -> Result<bool, StoreError> {
         let recorded = self
             .tx
             .prepare_cached(
@@ -213,7 +243,7 @@ impl Tx<'_> {
                      WHERE campaign = ?1 AND customer = ?2 AND occurrence = ?3)",
             )?
             .query_row(
-                rusqlite::params![key.campaign, key.customer, key.occurrence],
+                rusqlite::params![delivery.campaign, delivery.customer, delivery.occurrence],
                 |row| row.get(0),
             )?;
         Ok(recorded)
@@ -387,18 +417,13 @@ impl Tx<'_> {
 
     /// The due times, from `from` on, of the held deliveries of `campaign` for `customer`.
     fn held_due_times(&self, campaign: &str, customer: &str, from: i64) -> Vec<i64> {
-        let start = OccurrenceKey {
-            campaign: campaign.to_owned(),
-            customer: customer.to_owned(),
-            occurrence: String::new(),
+        let held = self.held.borrow();
+        let Some(held) = held.by_customer.get(customer) else {
+            return Vec::new();
         };
-        self.held
-            .borrow()
-            .keys
-            .range(start..)
-            .take_while(|(key, _)| key.campaign == campaign && key.customer == customer)
-            .map(|(_, queue_key)| queue_key.due_at)
-            .filter(|at| *at >= from)
+        held.iter()
+            .filter(|h| h.campaign == campaign && h.queued.due_at >= from)
+            .map(|h| h.queued.due_at)
             .collect()
     }
 
