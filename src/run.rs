@@ -669,7 +669,7 @@ const MAX_POLICY_MOVES: usize = 16;
 /// How many times one customer is processed in a run when tag actions keep changing its tags.
 const MAX_TAG_ROUNDS: usize = 8;
 
-/// Deliveries sent per address (for tasks: per employee) in one campaign, read from the store at
+/// Deliveries given to each employee (moments, tasks) in one campaign, read from the store at
 /// its first use in a run and then kept current, so that `assign … evenly` costs one query per
 /// run, not one per task.
 #[derive(Default)]
@@ -685,7 +685,7 @@ impl TaskLoad {
     ) -> Result<Option<String>, StoreError> {
         let mut cache = self.0.borrow_mut();
         if cache.is_none() {
-            *cache = Some(tx.sent_per_address(campaign)?);
+            *cache = Some(tx.employee_loads(campaign)?);
         }
         let counts = cache.as_ref().expect("loaded above");
         Ok(employees
@@ -694,12 +694,26 @@ impl TaskLoad {
             .cloned())
     }
 
-    /// Counts a delivery the store has recorded as sent.
-    fn count(&self, sent: Option<&Emitted>) {
-        let mut cache = self.0.borrow_mut();
-        if let (Some(counts), Some(to)) = (cache.as_mut(), sent.and_then(|e| e.to.as_ref())) {
-            *counts.entry(to.clone()).or_default() += 1;
+    /// Counts a delivery the store has recorded as sent, if it went to an employee, in the
+    /// store and here.
+    fn count(
+        &self,
+        tx: &Tx,
+        campaign: &str,
+        send: &SendPlan,
+        sent: Option<&Emitted>,
+    ) -> Result<(), StoreError> {
+        let Some((channel, Some(employee))) = sent.map(|e| (&e.channel, &e.to)) else {
+            return Ok(());
+        };
+        if !send.through_employee(channel) {
+            return Ok(());
         }
+        tx.count_employee_send(campaign, employee)?;
+        if let Some(counts) = self.0.borrow_mut().as_mut() {
+            *counts.entry(employee.clone()).or_default() += 1;
+        }
+        Ok(())
     }
 }
 
@@ -1166,7 +1180,7 @@ impl CampaignPlan {
         if !tx.settle_delivery(run, &delivery)? {
             return Ok(Released::Decided(None));
         }
-        self.task_load.count(sent.as_ref());
+        self.task_load.count(tx, &self.name, send, sent.as_ref())?;
         if let (Some(_), Some(rate)) = (&sent, self.rate) {
             let (bucket, _) = calendar_bucket(due, rate.per, self.zone);
             limits.count_sent(&self.name, bucket);
@@ -1354,6 +1368,14 @@ fn release_due(
 }
 
 impl SendPlan {
+    /// Whether `channel`, one of this send's, goes through an employee (moments, tasks).
+    fn through_employee(&self, channel: &str) -> bool {
+        self.options.iter().any(|option| {
+            option.name == channel
+                && matches!(option.kind, ChannelKind::Moments | ChannelKind::Task)
+        })
+    }
+
     /// Chooses the channel at the due time and fills in the outcome, address and content.
     fn settle(
         &self,

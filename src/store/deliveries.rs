@@ -427,19 +427,26 @@ impl Tx<'_> {
             .collect()
     }
 
-    /// How many deliveries of `campaign` were sent to each address (for tasks: to each
-    /// employee), read once per run so that `assign … evenly` can balance across runs.
-    pub fn sent_per_address(&self, campaign: &str) -> Result<HashMap<String, i64>, StoreError> {
+    /// How many deliveries of `campaign` each employee was given (moments, tasks), read once
+    /// per run so that `assign … evenly` can balance across runs.
+    pub fn employee_loads(&self, campaign: &str) -> Result<HashMap<String, i64>, StoreError> {
         let counts = self
             .tx
-            .prepare_cached(
-                "SELECT address, count(*) FROM deliveries
-                 WHERE campaign = ?1 AND outcome = 'sent' AND address IS NOT NULL
-                 GROUP BY address",
-            )?
+            .prepare_cached("SELECT employee, sent FROM employee_loads WHERE campaign = ?1")?
             .query_map([campaign], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<Result<_, _>>()?;
         Ok(counts)
+    }
+
+    /// Counts one more delivery of `campaign` sent through `employee`.
+    pub fn count_employee_send(&self, campaign: &str, employee: &str) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO employee_loads (campaign, employee, sent) VALUES (?1, ?2, 1)
+                 ON CONFLICT (campaign, employee) DO UPDATE SET sent = sent + 1",
+            )?
+            .execute([campaign, employee])?;
+        Ok(())
     }
 }
 
