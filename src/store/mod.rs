@@ -216,8 +216,9 @@ fn configure_reader(conn: Connection) -> rusqlite::Result<Connection> {
 /// that changes again is written again at the commit, and read back from the WAL whenever it
 /// is needed in between: with SQLite's default (spill once the cache is full), the benchmark's
 /// incremental run wrote 652 frames for its 373 changed pages and read 749 pages from the WAL.
-/// Kept, it writes 373 frames and reads only what the checkpoint copies (373). (`PRAGMA cache_spill = OFF` would keep them all, but inside a
-/// transaction SQLite applies only a number of pages.)
+/// Kept, it writes 373 frames and reads only what the checkpoint copies (373). (`PRAGMA
+/// cache_spill = OFF` would keep them all, but inside a transaction SQLite applies only a
+/// number of pages.)
 const DIRTY_PAGES_KEPT: u32 = 1024;
 
 /// A customer: its id, its attributes and its tags.
