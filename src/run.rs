@@ -340,7 +340,10 @@ fn run_in(
             tx.for_customers(&ids, |scanned| {
                 let customer = &scanned.customer;
                 if due.contains(&customer.id) || customer.events.iter().any(matters) {
-                    let stored_check = scanned.stored_check;
+                    // Read here, not with the customer: the reading thread bounds this pass,
+                    // and this one waits for it (a join per customer there cost ≥ 22M of the
+                    // benchmark's incremental run's instructions, callgrind).
+                    let stored_check = tx.check(&customer.id)?;
                     candidates.process(scanned, stored_check)?;
                 }
                 Ok::<_, RunError>(())
@@ -399,7 +402,7 @@ impl Candidates<'_> {
     ///
     /// The customer is taken out of `scanned` when kept for the release pass (see
     /// [`Recent`]); otherwise its buffers are left for the next one. `stored_check` is its
-    /// check as the store had it when it was read (`None` once checks are cleared).
+    /// check as the store has it before it is processed (`None` once checks are cleared).
     ///
     /// Its attributes are parsed only once something reads them: most customers a targeted run
     /// reads fire nothing, and parsing everyone's attributes was a tenth of the run's own

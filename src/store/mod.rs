@@ -649,6 +649,16 @@ impl<'c> Tx<'c> {
         Ok(ids)
     }
 
+    /// When a run must next look at the customer even without new events, as last set
+    /// (milliseconds; see [`Tx::set_check`]).
+    pub fn check(&self, customer: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT due_at FROM customer_checks WHERE customer = ?1")?
+            .query_row([customer], |row| row.get(0))
+            .optional()?)
+    }
+
     /// Records when a run must next look at the customer even without new events (`None`:
     /// only when its events or attributes change).
     pub fn set_check(&self, customer: &str, due: Option<DateTime<Utc>>) -> Result<(), StoreError> {

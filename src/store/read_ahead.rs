@@ -1,5 +1,5 @@
 //! Reading many customers by id, on a second thread: while the run decides one customer, the
-//! next ones are looked up (four B-tree searches each, most pages not in memory yet), which
+//! next ones are looked up (three B-tree searches each, most pages not in memory yet), which
 //! is half of an incremental run's time when done in turn. SQLite steps through a batch of
 //! lookups in two statements (see [`read_in_batches`]). (A run that reads everyone reads on
 //! its own thread: tried on a second one, it took 10–18% more CPU for no gain in wall time.)
@@ -51,8 +51,6 @@ struct Rows {
     tags: Vec<TagRow>,
     tag_count: usize,
     history: Vec<u8>,
-    /// When a run must next look at it, as stored (see [`Tx::set_check`]).
-    check: Option<i64>,
 }
 
 /// A row of `tags` (see [`StoredTag`]), owned.
@@ -92,12 +90,11 @@ impl Rows {
 pub(super) const BATCH: usize = 1024;
 
 /// The customers of a list (a JSON array), in its order: attributes (NULL when never
-/// imported), packed history (NULL without events) and check (NULL without one).
-const CUSTOMERS: &str = "SELECT ids.key, c.attributes, h.events, k.due_at
+/// imported) and packed history (NULL without events).
+const CUSTOMERS: &str = "SELECT ids.key, c.attributes, h.events
     FROM json_each(?1) AS ids
     LEFT JOIN customers AS c ON c.id = ids.value
-    LEFT JOIN event_histories AS h ON h.customer = ids.value
-    LEFT JOIN customer_checks AS k ON k.customer = ids.value";
+    LEFT JOIN event_histories AS h ON h.customer = ids.value";
 
 /// The tag rows of the customers of a list, in its order, then in tag byte order.
 const TAGS: &str = "SELECT ids.key, t.tag, t.removed_at IS NULL, t.events FROM json_each(?1) AS ids
@@ -157,7 +154,6 @@ fn read_customer(
     if let Some(history) = row.get_ref(2)?.as_blob_or_null()? {
         rows.history.extend_from_slice(history);
     }
-    rows.check = row.get(3)?;
     Ok(())
 }
 
@@ -242,7 +238,6 @@ fn fill_from(tx: &Tx, fill: &mut Evaluated, rows: &Rows) -> Result<bool, StoreEr
     }
     fill.history(tx, &rows.history)?;
     fill.done();
-    fill.scanned.stored_check = rows.check;
     Ok(true)
 }
 

@@ -195,10 +195,6 @@ pub(super) trait Fill {
 #[derive(Debug, Default)]
 pub struct Scanned {
     pub customer: eval::Customer,
-    /// When a run must next look at the customer, as stored (milliseconds): read along with
-    /// the customers of a targeted run, so that an unchanged check is not written again;
-    /// `None` in a whole-audience pass, which clears every check first.
-    pub stored_check: Option<i64>,
     attributes: String,
 }
 
@@ -650,24 +646,21 @@ mod tests {
     }
 
     #[test]
-    fn customers_read_by_id_come_with_their_stored_check() {
-        let dir = tempfile::tempdir().unwrap();
-        for mut store in in_memory_and_in_a_file(dir.path()) {
-            store
-                .transaction(|tx| tx.set_check("c", Some(at(90))))
-                .unwrap();
-            let ids: Vec<String> = ["a", "c", "d"].map(String::from).into();
-            let mut checks = Vec::new();
-            store
-                .scratch(|tx| {
-                    tx.for_customers(&ids, |scanned| {
-                        checks.push(scanned.stored_check);
-                        Ok::<_, StoreError>(())
-                    })
-                })
-                .unwrap();
-            assert_eq!(checks, [None, Some(at(90).timestamp_millis()), None]);
-        }
+    fn a_customer_s_check_reads_as_last_set() {
+        let mut store = Store::open_in_memory().unwrap();
+        store
+            .transaction(|tx| {
+                tx.set_check("c", Some(at(90)))?;
+                tx.set_check("d", Some(at(90)))?;
+                tx.set_check("d", None)?;
+                let checks = ["a", "c", "d"].map(|id| tx.check(id));
+                assert_eq!(
+                    checks.into_iter().collect::<Result<Vec<_>, _>>()?,
+                    [None, Some(at(90).timestamp_millis()), None]
+                );
+                Ok::<_, StoreError>(())
+            })
+            .unwrap();
     }
 
     #[test]
