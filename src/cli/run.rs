@@ -2,7 +2,7 @@
 
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use super::{EXIT_ERRORS, EXIT_OK, EXIT_USAGE};
 use crate::run::{Emitted, Phases, RunError, RunOptions};
@@ -135,9 +135,16 @@ fn table_row(e: &Emitted) -> String {
         .and_then(|v| v.as_str())
         .unwrap_or("");
     let summary: String = summary.chars().take(40).collect();
+    // The due time as `%Y-%m-%d %H:%M`, without chrono parsing that format for every row
+    // (a sixth of what printing a row cost: callgrind, the benchmark's incremental run).
+    let due = e.due_at;
     format!(
-        "{}  {}  {}  {} → {}  {}{}\n",
-        e.due_at.format("%Y-%m-%d %H:%M"),
+        "{:04}-{:02}-{:02} {:02}:{:02}  {}  {}  {} → {}  {}{}\n",
+        due.year(),
+        due.month(),
+        due.day(),
+        due.hour(),
+        due.minute(),
         e.campaign,
         e.customer,
         e.channel,
