@@ -400,8 +400,8 @@ impl Candidates<'_> {
     /// processed again (each occurrence is still handled once), up to `MAX_TAG_ROUNDS` times,
     /// in case campaigns toggle a tag forever.
     ///
-    /// The customer is taken out of `scanned` when kept for the release pass (see
-    /// [`Recent`]); otherwise its buffers are left for the next one. `stored_check` is its
+    /// What the release pass reads of the customer is taken out of `scanned` when it is kept
+    /// for that pass (see [`Recent::keep`]); its other buffers are left for the next one. `stored_check` is its
     /// check as the store has it before it is processed (`None` once checks are cleared).
     ///
     /// Its attributes are parsed only once something reads them: most customers a targeted run
