@@ -401,8 +401,9 @@ impl Candidates<'_> {
     /// in case campaigns toggle a tag forever.
     ///
     /// What the release pass reads of the customer is taken out of `scanned` when it is kept
-    /// for that pass (see [`Recent::keep`]); its other buffers are left for the next one. `stored_check` is its
-    /// check as the store has it before it is processed (`None` once checks are cleared).
+    /// for that pass (see [`Recent::keep`]); its other buffers are left for the next one.
+    /// `stored_check` is its check as the store has it before it is processed (`None` once
+    /// checks are cleared).
     ///
     /// Its attributes are parsed only once something reads them: most customers a targeted run
     /// reads fire nothing, and parsing everyone's attributes was a tenth of the run's own
