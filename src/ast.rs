@@ -182,6 +182,12 @@ impl ChannelKind {
             ChannelKind::Task => None,
         }
     }
+
+    /// Whether a delivery on this kind goes to an employee (who posts it, or does the task),
+    /// not to the customer's address: what `assign … evenly` balances.
+    pub fn through_employee(self) -> bool {
+        matches!(self, ChannelKind::Moments | ChannelKind::Task)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

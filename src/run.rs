@@ -1374,10 +1374,9 @@ fn release_due(
 impl SendPlan {
     /// Whether `channel`, one of this send's, goes through an employee (moments, tasks).
     fn through_employee(&self, channel: &str) -> bool {
-        self.options.iter().any(|option| {
-            option.name == channel
-                && matches!(option.kind, ChannelKind::Moments | ChannelKind::Task)
-        })
+        self.options
+            .iter()
+            .any(|option| option.name == channel && option.kind.through_employee())
     }
 
     /// Chooses the channel at the due time and fills in the outcome, address and content.
@@ -1409,21 +1408,20 @@ impl SendPlan {
         };
         let (index, address) = chosen;
         let option = &self.options[index];
-        let to = match option.kind {
-            ChannelKind::Moments | ChannelKind::Task => {
-                match option.employee(tx, &delivery.campaign, &customer.id, load)? {
-                    Some(employee) => Some(employee),
-                    None => {
-                        delivery.outcome = Outcome::Unreachable;
-                        note(
-                            &mut delivery.reason,
-                            format!("{}: no employee has this customer", option.name),
-                        );
-                        return Ok(None);
-                    }
+        let to = if option.kind.through_employee() {
+            match option.employee(tx, &delivery.campaign, &customer.id, load)? {
+                Some(employee) => Some(employee),
+                None => {
+                    delivery.outcome = Outcome::Unreachable;
+                    note(
+                        &mut delivery.reason,
+                        format!("{}: no employee has this customer", option.name),
+                    );
+                    return Ok(None);
                 }
             }
-            _ => address,
+        } else {
+            address
         };
         let content = option.render(customer, event);
         delivery.outcome = Outcome::Sent;
