@@ -3,24 +3,7 @@
 use std::process::{Command, Output};
 
 mod common;
-use common::Scratch;
-
-fn nudge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .env("COLUMNS", "100")
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
+use common::{nudge, stderr, stdout, Scratch};
 
 fn scratch(name: &str, files: &[(&str, &[u8])]) -> Scratch {
     let dir = Scratch::new(&format!("cli-{name}"));

@@ -2,8 +2,10 @@
 //! text and JSON output are pinned as snapshots in `tests/snapshots/`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+mod common;
+use common::nudge;
 
 const RULES: &str = r#"customer { name: text  city: text?  phone: text? }
 event purchase { amount: number }
@@ -42,14 +44,6 @@ const EVENTS: &str = r#"{"customer": "li", "event": "purchase", "at": "2026-03-0
 
 /// The instant of the one run, and the default instant of every explanation.
 const RUN_AT: &str = "2026-03-20T00:00:00Z";
-
-fn nudge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
 
 /// The shop, imported and run once at `RUN_AT` (built once for every test of this file).
 fn shop() -> &'static Path {

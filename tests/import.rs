@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 mod common;
-use common::Scratch;
+use common::{nudge, stderr, stdout, Scratch};
 
 use chrono::{DateTime, Utc};
 use nudge::store::{
@@ -15,21 +15,6 @@ use nudge::store::{
 };
 
 const FIXTURES: &str = "tests/fixtures/import";
-
-fn nudge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
 
 fn write(dir: &Path, name: &str, content: impl AsRef<[u8]>) -> String {
     let path = dir.join(name);

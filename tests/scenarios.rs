@@ -7,17 +7,16 @@
 //! expired, capped, control, unreachable, still queued.
 
 use std::path::Path;
-use std::process::Command;
 
+mod common;
+
+/// `nudge ARGS…`: its exit code, standard output and standard error.
 fn nudge(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_nudge"))
-        .args(args)
-        .output()
-        .unwrap();
+    let output = common::nudge(args);
     (
         output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
+        common::stdout(&output),
+        common::stderr(&output),
     )
 }
 
