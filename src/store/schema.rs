@@ -411,13 +411,10 @@ mod tests {
             r.get(0)
         });
         assert_eq!(names, ["buy", "view"]);
-        let events_left: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE name = 'events'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let events_left = number(
+            &conn,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'events'",
+        );
         assert_eq!(events_left, 0);
     }
 
@@ -430,6 +427,11 @@ mod tests {
         let mut statement = conn.prepare(sql).unwrap();
         let rows = statement.query_map([], row).unwrap();
         rows.collect::<Result<_, _>>().unwrap()
+    }
+
+    /// The one number `sql` selects.
+    fn number(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
     /// A store in memory at schema `version` (its first `version` steps), holding `rows`.
@@ -465,9 +467,7 @@ mod tests {
             rows,
             [("a".into(), None, vec![]), ("b".into(), None, vec![])]
         );
-        let changes: i64 = conn
-            .query_row("SELECT count(*) FROM tag_changes", [], |r| r.get(0))
-            .unwrap();
+        let changes = number(&conn, "SELECT count(*) FROM tag_changes");
         assert_eq!(changes, 0, "the tags' events are still in the histories");
     }
 
@@ -504,22 +504,16 @@ mod tests {
         assert!(insert("o1", "sent").is_err(), "one occurrence, one row");
         assert!(insert("o2", "lost").is_err(), "outcomes are checked");
         insert("o2", "capped").unwrap();
-        let indexes: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'deliveries'
+        let indexes = number(
+            &conn,
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'deliveries'
                      AND name LIKE 'deliveries_%'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        );
         assert_eq!(indexes, 2, "the queue, sent by campaign");
-        let next_id: i64 = conn
-            .query_row(
-                "SELECT value FROM counters WHERE name = 'next_delivery_id'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let next_id = number(
+            &conn,
+            "SELECT value FROM counters WHERE name = 'next_delivery_id'",
+        );
         assert_eq!(next_id, 10, "after the largest id kept");
     }
 
@@ -550,13 +544,10 @@ mod tests {
                 ("texts".into(), "138".into(), 1)
             ]
         );
-        let index: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_schema WHERE name = 'deliveries_by_address'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let index = number(
+            &conn,
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'deliveries_by_address'",
+        );
         assert_eq!(index, 0);
     }
 
@@ -564,25 +555,20 @@ mod tests {
     fn version_9_drops_the_triggers_on_customers_and_tags() {
         let mut conn = store_at_version(8, "");
         let triggers = |conn: &Connection| -> i64 {
-            conn.query_row(
+            number(
+                conn,
                 "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'",
-                [],
-                |r| r.get(0),
             )
-            .unwrap()
         };
         assert_eq!(triggers(&conn), 5);
         migrate(&mut conn).unwrap();
         assert_eq!(triggers(&conn), 0);
         conn.execute("INSERT INTO customers (id) VALUES ('a')", [])
             .unwrap();
-        let version: i64 = conn
-            .query_row(
-                "SELECT value FROM store_state WHERE key = 'customers_version'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let version = number(
+            &conn,
+            "SELECT value FROM store_state WHERE key = 'customers_version'",
+        );
         assert_eq!(
             version, 0,
             "bumped by the transaction that commits, not by SQL"
